@@ -1,0 +1,56 @@
+"""The asynchronous learner: method, data mix and the CSIL reference hyperparameters (DESIGN.md 2)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from coirl_ros.configs.loading import ConfigModel
+
+PositiveInt = Annotated[int, Field(gt=0)]
+LearningRate = Annotated[float, Field(gt=0, lt=1)]
+Sizes = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+class BCConfig(ConfigModel):
+    """HetStat behaviour-cloning policy pi_BC (DESIGN.md 2.2)."""
+
+    steps: PositiveInt = 25_000
+    lr: LearningRate = 1e-3
+    hidden_sizes: Sizes = [256, 256]
+    bottleneck: PositiveInt = 12
+    num_features: PositiveInt = 256
+
+
+class CriticConfig(ConfigModel):
+    """Critic network and its pre-training on demonstrations (DESIGN.md 2.3, 2.5)."""
+
+    kind: Literal["xqc", "layernorm_mlp"] = "xqc"
+    hidden_sizes: Sizes = [512, 512]
+    num_bins: Annotated[int, Field(ge=2)] = 101
+    pretrain_steps: Annotated[int, Field(ge=0)] = 5_000
+    pretrain_lr: LearningRate = 1e-4
+    grad_penalty: Annotated[float, Field(ge=0)] = 1.0
+
+
+class LearnerConfig(ConfigModel):
+    """What the learner trains and how often it checkpoints and publishes weights."""
+
+    method: Literal["csil", "sparse", "bc", "base"] = "csil"
+    store: str = "runs/episodes.zarr"
+    batch_size: PositiveInt = 256
+    utd_ratio: Annotated[float, Field(gt=0)] = 1.0
+    demo_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    gamma: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    alpha: Annotated[float, Field(gt=0)] | None = None  # None: 1 / action_dim
+    beta: Annotated[float, Field(ge=0)] = 0.01
+    tau: Annotated[float, Field(gt=0, le=1)] = 0.005
+    actor_lr: LearningRate = 3e-4
+    critic_lr: LearningRate = 3e-4
+    reward_lr: LearningRate = 1e-3
+    bc: BCConfig = BCConfig()
+    critic: CriticConfig = CriticConfig()
+    publish_every_updates: PositiveInt = 500
+    checkpoint_every_updates: PositiveInt = 2_000
+    seed: int = 0

@@ -1,0 +1,43 @@
+"""The acting policy: a frozen chunked base (pi0.5 or a local BC base) plus a per-step residual."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from coirl_ros.configs.loading import ConfigModel
+
+
+class BasePolicyConfig(ConfigModel):
+    """Frozen base policy that emits action chunks, re-queried every `requery_every` control steps."""
+
+    type: Literal["local_bc", "pi05"] = "local_bc"
+    checkpoint: str = ""  # local directory (or hub id where a hub is reachable)
+    chunk_size: Annotated[int, Field(gt=0)] = 10
+    requery_every: Annotated[int, Field(gt=0)] = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _requery_within_chunk(self) -> BasePolicyConfig:
+        if self.requery_every > self.chunk_size:
+            raise ValueError(
+                f"requery_every ({self.requery_every}) must be <= chunk_size ({self.chunk_size}):"
+                " the loop would run out of base actions"
+            )
+        return self
+
+
+class ResidualConfig(ConfigModel):
+    """How the small per-step policy combines with the base action (DESIGN.md 2.5)."""
+
+    composition: Literal["residual", "ensemble"] = "residual"
+    scale: Annotated[float, Field(gt=0, le=1)] = 0.1  # residual = scale * tanh(.), in normalised units
+    hidden_sizes: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [256, 256]
+
+
+class PolicyConfig(ConfigModel):
+    """Base + residual; `residual: null` runs the base alone (the 'base only' baseline)."""
+
+    base: BasePolicyConfig = BasePolicyConfig()
+    residual: ResidualConfig | None = ResidualConfig()

@@ -1,0 +1,47 @@
+"""ament_python package definition: `colcon build` on a robot, `pip install -e .` in the venv."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "coirl_ros"
+HERE = Path(__file__).parent
+
+
+def share_files(folder: str) -> list[tuple[str, list[str]]]:
+    """Every file under `folder`, installed under share/coirl_ros/<folder> with its sub-folders."""
+    entries: dict[str, list[str]] = {}
+    for path in sorted((HERE / folder).rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(HERE)
+            entries.setdefault(f"share/{PACKAGE}/{rel.parent}", []).append(str(rel))
+    return sorted(entries.items())
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *share_files("launch"),
+        *share_files("config"),
+        *share_files("urdf"),
+        *share_files("sim"),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="coirl_ros developers",
+    maintainer_email="coirl-ros@example.org",
+    description="Residual fine-tuning of a frozen pi0.5 policy on a real arm with coherent imitation learning.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    python_requires=">=3.12",
+    entry_points={
+        "console_scripts": [
+            # One user CLI; node executables are added here as the nodes land (executable = module stem).
+            "coirl = coirl_ros.cli:main",
+        ],
+    },
+)
