@@ -41,7 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             # One user CLI; node executables are added here as the nodes land (executable = module stem).
-            "coirl = coirl_ros.cli:main",
+            "coirl = coirl_ros.cli:entry_point",
         ],
     },
 )

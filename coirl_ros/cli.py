@@ -1,1 +1,243 @@
-def main() -> None: ...
+"""The `coirl` command: one entry point for the user-facing tools.
+
+coirl episodes list|show|verify|relabel|delete|export-lerobot|import-lerobot
+coirl config check [FILE ...]
+coirl demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from coirl_ros.configs import (
+    ConfigError,
+    ConfigModel,
+    LearnerConfig,
+    PolicyConfig,
+    RobotConfig,
+    TaskConfig,
+    load_config,
+)
+from coirl_ros.constants import EPISODE_SOURCES
+from coirl_ros.data import EpisodeStore, StoreError
+from coirl_ros.paths import config_dir
+
+DEFAULT_STORE = "runs/episodes.zarr"
+CONFIG_KINDS: dict[str, type[ConfigModel]] = {
+    "robot": RobotConfig,
+    "task": TaskConfig,
+    "policy": PolicyConfig,
+    "learner": LearnerConfig,
+}
+
+
+class CliError(Exception):
+    """A user-facing failure: printed without a traceback, exit code 2."""
+
+
+# ---- episodes ----------------------------------------------------------------------------------
+def _open_store(path: str) -> EpisodeStore:
+    return EpisodeStore.open(path)
+
+
+def cmd_episodes_list(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    problems: list[tuple[int, str]] = []
+    metas = store.list_episodes(problems)
+    if args.task:
+        metas = [m for m in metas if m.task == args.task]
+    if args.source:
+        metas = [m for m in metas if m.source == args.source]
+    if args.json:
+        print(json.dumps([m.to_attrs() for m in metas], indent=1))
+        return 0
+    print(f"{'index':>6} {'task':<16} {'source':<9} {'frames':>6} {'success':<8} {'version':>7}  created")
+    for m in metas:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at))
+        success = {True: "yes", False: "no", None: "-"}[m.success]
+        version = "-" if m.policy_version is None else str(m.policy_version)
+        print(
+            f"{m.index:>6} {m.task:<16} {m.source:<9} {m.num_frames:>6} {success:<8} {version:>7}  {created}"
+        )
+    print(f"{len(metas)} episode(s), {sum(m.num_frames for m in metas)} frames")
+    for index, reason in problems:
+        print(f"warning: episode {index} unreadable: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_episodes_show(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    episode = store.read_episode(args.index)
+    info = {
+        "meta": episode.meta.to_attrs(),
+        "arrays": {
+            k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+            | ({"min": float(v.min()), "max": float(v.max())} if v.dtype.kind == "f" else {})
+            for k, v in episode.data.items()
+        },
+    }
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_episodes_verify(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    report = store.verify()
+    print(f"{store.root}: {len(report.ok)} episode(s) ok")
+    for index, reason in report.corrupt:
+        print(f"CORRUPT  episode {index}: {reason}")
+    for p in report.partial:
+        state = "in progress (writer alive)" if p.writer_alive else "abandoned (writer gone before saving)"
+        print(f"PARTIAL  {p.name}: {p.frames_flushed} frame(s) flushed, {state}")
+    if args.remove_partial:
+        for name in store.remove_abandoned():
+            print(f"removed abandoned partial episode {name}")
+    return 0 if report.clean else 1
+
+
+def cmd_episodes_relabel(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    success = {"success": True, "failure": False, "clear": None}[args.label]
+    meta = store.relabel(args.index, success)
+    print(f"episode {meta.index}: success = {meta.success}")
+    return 0
+
+
+def cmd_episodes_delete(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    if not args.yes:
+        raise CliError(f"deleting episodes {args.indices} cannot be undone; add --yes to confirm")
+    for index in args.indices:
+        store.delete(index)
+        print(f"deleted episode {index}")
+    return 0
+
+
+def cmd_export_lerobot(args: argparse.Namespace) -> int:
+    from coirl_ros.data.lerobot_io import export_to_lerobot
+
+    report = export_to_lerobot(
+        _open_store(args.store), Path(args.out), repo_id=args.repo_id, use_videos=args.videos
+    )
+    print(report)
+    return 0
+
+
+def cmd_import_lerobot(args: argparse.Namespace) -> int:
+    from coirl_ros.data.lerobot_io import import_from_lerobot
+
+    report = import_from_lerobot(
+        Path(args.dataset), Path(args.store), repo_id=args.repo_id, source=args.source
+    )
+    print(report)
+    return 0
+
+
+# ---- config ------------------------------------------------------------------------------------
+def _config_kind(path: Path, kind: str | None) -> type[ConfigModel]:
+    if kind:
+        return CONFIG_KINDS[kind]
+    for name, model in CONFIG_KINDS.items():
+        if path.stem.startswith(name):
+            return model
+    raise CliError(
+        f"{path}: cannot tell which config this is from its name; pass --kind {{{','.join(CONFIG_KINDS)}}}"
+    )
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    files = [Path(f) for f in args.files] or sorted(config_dir().glob("*.yaml"))
+    failed = 0
+    for path in files:
+        try:
+            load_config(path, _config_kind(path, args.kind))
+            print(f"ok      {path}")
+        except ConfigError as err:
+            failed += 1
+            print(f"INVALID {err}")
+    return 1 if failed else 0
+
+
+# ---- demo --------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from coirl_ros.store_demo import run_store_demo
+
+    run_store_demo(Path(args.out), episodes=args.episodes)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coirl", description="coirl_ros tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    episodes = sub.add_parser("episodes", help="inspect and manage an episode store")
+    eps = episodes.add_subparsers(dest="action", required=True)
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = eps.add_parser(name, help=help_text)
+        p.add_argument(
+            "--store", default=DEFAULT_STORE, help=f"episode store directory (default {DEFAULT_STORE})"
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add("list", "list committed episodes", cmd_episodes_list)
+    p.add_argument("--task")
+    p.add_argument("--source", choices=EPISODE_SOURCES)
+    p.add_argument("--json", action="store_true")
+    p = add("show", "show one episode's metadata and arrays", cmd_episodes_show)
+    p.add_argument("index", type=int)
+    p = add(
+        "verify", "read every episode; report corrupt and partial ones (exit 1 if any)", cmd_episodes_verify
+    )
+    p.add_argument("--remove-partial", action="store_true", help="delete partial episodes of dead writers")
+    p = add("relabel", "set an episode's success label", cmd_episodes_relabel)
+    p.add_argument("index", type=int)
+    p.add_argument("label", choices=["success", "failure", "clear"])
+    p = add("delete", "delete episodes", cmd_episodes_delete)
+    p.add_argument("indices", type=int, nargs="+")
+    p.add_argument("--yes", action="store_true", help="confirm deletion")
+    p = add("export-lerobot", "export to a LeRobotDataset v3 directory", cmd_export_lerobot)
+    p.add_argument("out", help="output dataset directory (must not exist)")
+    p.add_argument("--repo-id", default="local/coirl_export")
+    p.add_argument("--videos", action="store_true", help="encode images as video (lossy, smaller)")
+    p = add("import-lerobot", "import a local LeRobotDataset v3 into the store", cmd_import_lerobot)
+    p.add_argument("dataset", help="LeRobotDataset root directory")
+    p.add_argument("--repo-id", default=None)
+    p.add_argument("--source", choices=EPISODE_SOURCES, default="teleop")
+
+    config = sub.add_parser("config", help="validate configuration files")
+    cfg = config.add_subparsers(dest="action", required=True)
+    p = cfg.add_parser("check", help="validate YAML files (default: every file in the package's config/)")
+    p.add_argument("files", nargs="*")
+    p.add_argument("--kind", choices=list(CONFIG_KINDS))
+    p.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("demo", help="run the end-to-end demo of what exists so far")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--episodes", type=int, default=6)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, StoreError, ConfigError, FileExistsError) as err:
+        print(f"coirl: error: {err}", file=sys.stderr)
+        return 2
+
+
+def entry_point() -> None:
+    """Console-script entry: exit with `main()`'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

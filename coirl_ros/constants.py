@@ -19,3 +19,6 @@ DEMO_SOURCES: tuple[str, ...] = ("teleop", "scripted")  # what counts as a demon
 def image_key(camera: str) -> str:
     """Episode/batch key of one camera's images."""
     return f"{OBS_IMAGES}.{camera}"
+
+
+NEXT = "next."  # prefix of successor-state keys in sampled batches: f"{NEXT}{OBS_STATE}"

@@ -70,7 +70,9 @@ def format_validation_error(source: str, model_cls: type[BaseModel], err: Valida
     return "\n".join(lines)
 
 
-def config_from_dict(model_cls: type[ModelT], data: Any, source: str = "<dict>") -> ModelT:
+def config_from_dict[ModelT: ConfigModel](
+    model_cls: type[ModelT], data: Any, source: str = "<dict>"
+) -> ModelT:
     """Validate a plain dict (e.g. parsed YAML or ROS parameters) into `model_cls`."""
     if not isinstance(data, dict):
         raise ConfigError(
@@ -82,7 +84,7 @@ def config_from_dict(model_cls: type[ModelT], data: Any, source: str = "<dict>")
         raise ConfigError(format_validation_error(source, model_cls, err)) from None
 
 
-def load_config(path: str | Path, model_cls: type[ModelT]) -> ModelT:
+def load_config[ModelT: ConfigModel](path: str | Path, model_cls: type[ModelT]) -> ModelT:
     """Read a YAML file into `model_cls`; any problem raises `ConfigError` naming file and key."""
     path = Path(path)
     if not path.is_file():

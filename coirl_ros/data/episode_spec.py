@@ -108,7 +108,9 @@ class EpisodeSpec:
         specs = self.arrays()
         unknown = sorted(set(frame) - set(specs))
         if unknown:
-            raise FrameError(f"frame {frame_index}: unknown keys {unknown}; expected keys from {sorted(specs)}")
+            raise FrameError(
+                f"frame {frame_index}: unknown keys {unknown}; expected keys from {sorted(specs)}"
+            )
         required = [OBS_STATE, ACTION, *self.image_keys()]
         missing = [k for k in required if k not in frame]
         if missing:

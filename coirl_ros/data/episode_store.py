@@ -17,7 +17,6 @@ sampler's in-memory index, not from the on-disk layout (see `transition_sampler.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -191,7 +190,9 @@ class EpisodeStore:
         if attrs.get("format") != STORE_FORMAT:
             raise StoreError(f"{root}: not a coirl episode store (format={attrs.get('format')!r})")
         if attrs.get("version") != STORE_VERSION:
-            raise StoreError(f"{root}: store version {attrs.get('version')} not supported (want {STORE_VERSION})")
+            raise StoreError(
+                f"{root}: store version {attrs.get('version')} not supported (want {STORE_VERSION})"
+            )
         try:
             spec = EpisodeSpec.from_dict(attrs["spec"])
         except (KeyError, TypeError, ValueError) as err:
@@ -269,7 +270,9 @@ class EpisodeStore:
             try:
                 values = arr[...]
             except Exception as err:  # truncated or garbled chunk: codec errors of many kinds
-                raise CorruptEpisodeError(index, f"array {key!r} unreadable ({type(err).__name__}: {err})") from None
+                raise CorruptEpisodeError(
+                    index, f"array {key!r} unreadable ({type(err).__name__}: {err})"
+                ) from None
             if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
                 raise CorruptEpisodeError(index, f"array {key!r} contains NaN or inf")
             data[key] = values
@@ -360,4 +363,3 @@ class EpisodeStore:
             "tasks": sorted({m.task for m in metas}),
             "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-

@@ -1,0 +1,188 @@
+"""Random minibatches of transitions (s, a, r, done, s', a') from an episode store.
+
+The learner's access pattern is uniform random transitions over everything committed so far,
+re-drawn thousands of times a second, while new episodes keep arriving. So low-dimensional
+arrays of every episode are loaded once into flat in-memory buffers, and a batch is one fancy
+index into them. Images either stay on disk and are read per batch (`images="lazy"`: bounded
+memory, slower) or are loaded with their episode (`images="preload"`: fast, memory grows with
+the data; right for the 84x84 images a learner trains on).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import zarr
+
+from coirl_ros.constants import (
+    ACTION,
+    ACTION_BASE,
+    ACTION_RESIDUAL,
+    DEMO_SOURCES,
+    DONE,
+    NEXT,
+    OBS_STATE,
+    REWARD,
+    TIMESTAMP,
+)
+from coirl_ros.data.episode_store import CorruptEpisodeError, EpisodeMeta, EpisodeStore, StoreError
+
+log = logging.getLogger(__name__)
+
+LOWDIM_KEYS = (OBS_STATE, ACTION, ACTION_BASE, ACTION_RESIDUAL, REWARD, DONE, TIMESTAMP)
+Subset = Literal["all", "demo", "rollout"]
+
+
+class _GrowableArray:
+    """An append-only array with amortised O(1) appends (capacity doubling)."""
+
+    def __init__(self, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._data = np.empty((64, *frame_shape), dtype)
+        self.size = 0
+
+    def append(self, values: np.ndarray) -> None:
+        need = self.size + len(values)
+        if need > len(self._data):
+            grown = np.empty((max(need, 2 * len(self._data)), *self._data.shape[1:]), self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : need] = values
+        self.size = need
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._data[: self.size]
+
+
+@dataclass
+class _LoadedEpisode:
+    meta: EpisodeMeta
+    offset: int  # first frame's row in the flat buffers
+    images: dict[str, zarr.Array] = field(default_factory=dict)  # lazy mode only
+
+
+class TransitionSampler:
+    """Uniform random transitions over the committed episodes of a store.
+
+    A sampled transition at frame t of an episode pairs frame t with frame t+1 (`next.*` keys).
+    The last frame of an episode has no successor: it is sampled only if it is terminal
+    (`done`), with s' = s, which the TD target ignores through (1 - done). A last frame that
+    is not terminal (time limit, operator stop) is never sampled: bootstrapping from it would
+    need the true next observation, which was never recorded.
+    """
+
+    def __init__(self, store: EpisodeStore, images: Literal["none", "lazy", "preload"] = "none") -> None:
+        if images not in ("none", "lazy", "preload"):
+            raise ValueError(f"images must be 'none', 'lazy' or 'preload', got {images!r}")
+        self.store = store
+        self.image_mode = images
+        self.image_keys = store.spec.image_keys() if images != "none" else []
+        self.skipped: dict[int, str] = {}  # corrupt episodes left out, with the reason
+        self._reset()
+
+    def _reset(self) -> None:
+        specs = self.store.spec.arrays()
+        keys = list(LOWDIM_KEYS) + (self.image_keys if self.image_mode == "preload" else [])
+        self._buffers = {k: _GrowableArray(specs[k].shape, specs[k].np_dtype) for k in keys}
+        self._episodes: dict[int, _LoadedEpisode] = {}
+        self._frame_episode = _GrowableArray((), np.dtype(np.int64))
+        self._frame_t = _GrowableArray((), np.dtype(np.int64))
+        self._valid: dict[str, _GrowableArray] = {
+            s: _GrowableArray((), np.dtype(np.int64)) for s in ("all", "demo", "rollout")
+        }
+
+    # ---- loading ------------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Load newly committed episodes; returns how many were added. Deletions trigger a reload."""
+        present = set(self.store.episode_indices())
+        if set(self._episodes) - present:
+            self._reset()  # rare (an operator deleted an episode): rebuild rather than compact
+        added = 0
+        for index in sorted(present - set(self._episodes) - set(self.skipped)):
+            try:
+                self._load(index)
+                added += 1
+            except CorruptEpisodeError as err:
+                log.warning("skipping corrupt episode %d: %s", index, err.reason)
+                self.skipped[index] = err.reason
+            except StoreError:
+                continue  # deleted while we were reading it
+        return added
+
+    def _load(self, index: int) -> None:
+        keys = list(LOWDIM_KEYS) + (self.image_keys if self.image_mode == "preload" else [])
+        episode = self.store.read_episode(index, keys)  # validates before anything is appended
+        offset = self._buffers[OBS_STATE].size
+        for key in keys:
+            self._buffers[key].append(episode.data[key])
+        n = episode.meta.num_frames
+        self._frame_episode.append(np.full(n, index, np.int64))
+        self._frame_t.append(np.arange(n, dtype=np.int64))
+        valid = offset + np.arange(n - 1, dtype=np.int64)
+        if episode.data[DONE][-1]:
+            valid = np.append(valid, offset + n - 1)
+        self._valid["all"].append(valid)
+        self._valid["demo" if episode.meta.source in DEMO_SOURCES else "rollout"].append(valid)
+        loaded = _LoadedEpisode(episode.meta, offset)
+        if self.image_mode == "lazy":
+            group = zarr.open_group(self.store.episode_path(index), mode="r")
+            loaded.images = {k: group[k] for k in self.image_keys}
+        self._episodes[index] = loaded
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def num_transitions(self, subset: Subset = "all") -> int:
+        return self._valid[subset].size
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episodes)
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, subset: Subset = "all"
+    ) -> dict[str, np.ndarray]:
+        """A batch of `batch_size` transitions drawn uniformly with replacement from `subset`."""
+        valid = self._valid[subset].view
+        if len(valid) == 0:
+            raise StoreError(f"no {subset!r} transitions in {self.store.root} yet")
+        rows = valid[rng.integers(0, len(valid), batch_size)]
+        last = self._is_last_frame(rows)
+        next_rows = np.where(last, rows, rows + 1)
+        batch: dict[str, np.ndarray] = {}
+        for key in LOWDIM_KEYS:
+            batch[key] = self._buffers[key].view[rows]
+        batch[NEXT + OBS_STATE] = self._buffers[OBS_STATE].view[next_rows]
+        batch[NEXT + ACTION] = self._buffers[ACTION].view[next_rows]
+        batch["episode_index"] = self._frame_episode.view[rows]
+        batch["frame_index"] = self._frame_t.view[rows]
+        if self.image_mode == "preload":
+            for key in self.image_keys:
+                batch[key] = self._buffers[key].view[rows]
+                batch[NEXT + key] = self._buffers[key].view[next_rows]
+        elif self.image_mode == "lazy":
+            batch.update(self._read_images(rows, next_rows))
+        return batch
+
+    def _is_last_frame(self, rows: np.ndarray) -> np.ndarray:
+        episodes = self._frame_episode.view
+        nxt = np.minimum(rows + 1, len(episodes) - 1)
+        return (rows + 1 >= len(episodes)) | (episodes[nxt] != episodes[rows])
+
+    def _read_images(self, rows: np.ndarray, next_rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Read the frames of `rows` and `next_rows` from disk, one zarr call per episode and camera."""
+        all_rows = np.concatenate([rows, next_rows])
+        episodes = self._frame_episode.view[all_rows]
+        ts = self._frame_t.view[all_rows]
+        out = {}
+        for key in self.image_keys:
+            h, w, c = self.store.spec.arrays()[key].shape
+            frames = np.empty((len(all_rows), h, w, c), np.uint8)
+            for index in np.unique(episodes):
+                sel = np.flatnonzero(episodes == index)
+                uniq, inverse = np.unique(ts[sel], return_inverse=True)
+                frames[sel] = self._episodes[int(index)].images[key].oindex[uniq][inverse]
+            out[key] = frames[: len(rows)]
+            out[NEXT + key] = frames[len(rows) :]
+        return out

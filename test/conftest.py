@@ -1,0 +1,65 @@
+"""Shared fixtures: a small episode spec, frame factory, and isolated ROS environments."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coirl_ros.constants import ACTION, OBS_STATE, image_key
+from coirl_ros.data import EpisodeSpec, EpisodeStore
+
+SMALL_SPEC = EpisodeSpec(
+    state_dim=8, action_dim=8, cameras=(("front", (12, 16)), ("wrist", (12, 16))), fps=20.0
+)
+
+
+def make_frame(spec: EpisodeSpec, episode: int, t: int, **extra: object) -> dict:
+    """A frame whose values encode (episode, t), so a test can tell frames apart after a round trip."""
+    value = np.float32(episode * 1000 + t)
+    frame = {
+        OBS_STATE: np.full(spec.state_dim, value, np.float32),
+        ACTION: np.full(spec.action_dim, -value, np.float32),
+    }
+    for name in spec.camera_names:
+        frame[image_key(name)] = np.full((*dict(spec.cameras)[name], 3), (episode * 7 + t) % 256, np.uint8)
+    frame.update(extra)
+    return frame
+
+
+def record(
+    store: EpisodeStore, episodes: int, frames: int, source: str = "scripted", task: str = "lift"
+) -> None:
+    """Record `episodes` complete episodes of `frames` frames each (values from make_frame)."""
+    with store.writer(flush_every=7) as writer:
+        for _ in range(episodes):
+            index = writer.begin_episode(task, source)
+            for t in range(frames):
+                writer.add_frame(make_frame(store.spec, index, t))
+            writer.save_episode(success=index % 2 == 0)
+
+
+@pytest.fixture
+def spec() -> EpisodeSpec:
+    return SMALL_SPEC
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EpisodeStore:
+    return EpisodeStore.create(tmp_path / "episodes.zarr", SMALL_SPEC)
+
+
+_domain_ids = itertools.count(100 + os.getpid() % 50)
+
+
+@pytest.fixture
+def ros_env() -> dict[str, str]:
+    """Environment for child processes running ROS nodes: loopback-only DDS, a fresh domain id."""
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 200 + 1)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

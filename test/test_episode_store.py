@@ -1,0 +1,187 @@
+"""Episode store: round trip, validation of frames, relabel/delete, corrupt data, crash, concurrency."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import make_frame, record
+
+from coirl_ros.constants import ACTION, ACTION_BASE, DONE, OBS_STATE, TIMESTAMP, image_key
+from coirl_ros.data import EpisodeSpec, EpisodeStore, FrameError, StoreError
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def test_round_trip_preserves_every_array_and_attribute(store: EpisodeStore) -> None:
+    with store.writer(flush_every=4, robot_config_hash="abc123") as writer:
+        index = writer.begin_episode("square", "policy", policy_version=7)
+        for t in range(10):
+            writer.add_frame(make_frame(store.spec, index, t, **{ACTION_BASE: np.ones(8), DONE: t == 9}))
+        meta = writer.save_episode(success=True)
+    episode = EpisodeStore.open(store.root).read_episode(index)
+    assert episode.meta == meta
+    assert (meta.task, meta.source, meta.policy_version, meta.robot_config_hash) == (
+        "square",
+        "policy",
+        7,
+        "abc123",
+    )
+    assert meta.has_policy_actions and meta.success is True and meta.num_frames == 10
+    np.testing.assert_array_equal(episode.data[OBS_STATE][:, 0], np.arange(10))
+    np.testing.assert_array_equal(episode.data[ACTION_BASE], np.ones((10, 8)))
+    assert episode.data[DONE].tolist() == [False] * 9 + [True]
+    np.testing.assert_allclose(episode.data[TIMESTAMP], np.arange(10) / 20.0)
+    front = episode.data[image_key("front")]
+    assert front.shape == (10, 12, 16, 3) and front.dtype == np.uint8
+    np.testing.assert_array_equal(front[:, 0, 0, 0], np.arange(10) + index * 7)
+
+
+def test_bad_frames_are_refused_and_the_episode_continues(store: EpisodeStore) -> None:
+    with store.writer() as writer:
+        index = writer.begin_episode("lift", "teleop")
+        writer.add_frame(make_frame(store.spec, index, 0))
+        bad_frames = {
+            "NaN action": make_frame(store.spec, index, 1, **{ACTION: np.full(8, np.nan)}),
+            "wrong state shape": make_frame(store.spec, index, 1, **{OBS_STATE: np.zeros(7)}),
+            "float image": make_frame(store.spec, index, 1, **{image_key("front"): np.zeros((12, 16, 3))}),
+            "unknown key": make_frame(store.spec, index, 1, gripper=1.0),
+        }
+        for frame in bad_frames.values():
+            with pytest.raises(FrameError):
+                writer.add_frame(frame)
+        missing = make_frame(store.spec, index, 1)
+        del missing[image_key("wrist")]
+        with pytest.raises(FrameError, match=r"missing required keys \['observation.images.wrist'\]"):
+            writer.add_frame(missing)
+        writer.add_frame(make_frame(store.spec, index, 1))
+        meta = writer.save_episode()
+    assert meta.num_frames == 2
+    np.testing.assert_array_equal(store.read_episode(index).data[OBS_STATE][:, 0], [0, 1])
+
+
+def test_nan_message_names_the_key(store: EpisodeStore) -> None:
+    with store.writer() as writer:
+        writer.begin_episode("lift", "teleop")
+        with pytest.raises(FrameError, match="frame 0: action contains NaN"):
+            writer.add_frame(make_frame(store.spec, 0, 0, **{ACTION: np.full(8, np.nan)}))
+
+
+def test_indices_are_never_reused_after_delete(store: EpisodeStore) -> None:
+    record(store, episodes=3, frames=5)
+    store.delete(2)
+    assert store.episode_indices() == [0, 1]
+    record(store, episodes=1, frames=5)
+    assert store.episode_indices() == [0, 1, 3]
+    with pytest.raises(StoreError, match="episode 2 does not exist"):
+        store.delete(2)
+
+
+def test_relabel_and_discard(store: EpisodeStore) -> None:
+    record(store, episodes=1, frames=5)
+    assert store.relabel(0, False).success is False
+    assert store.relabel(0, None).success is None
+    assert EpisodeStore.open(store.root).read_meta(0).success is None
+    with store.writer() as writer:
+        writer.begin_episode("lift", "teleop")
+        writer.add_frame(make_frame(store.spec, 1, 0))
+        writer.discard_episode()
+    assert store.episode_indices() == [0] and store.partial_episodes() == []
+
+
+def test_single_writer_is_enforced(store: EpisodeStore) -> None:
+    with store.writer(), pytest.raises(StoreError, match="another writer holds the store"):
+        store.writer()
+    store.writer().close()  # released on close
+
+
+def test_open_errors_are_clear(tmp_path: Path, spec: EpisodeSpec) -> None:
+    with pytest.raises(StoreError, match="no episode store here"):
+        EpisodeStore.open(tmp_path / "missing.zarr")
+    EpisodeStore.create(tmp_path / "s.zarr", spec)
+    with pytest.raises(StoreError, match="already exists"):
+        EpisodeStore.create(tmp_path / "s.zarr", spec)
+    other = EpisodeSpec(state_dim=9, action_dim=8, fps=20.0)
+    with pytest.raises(StoreError, match="existing store has spec"):
+        EpisodeStore.create(tmp_path / "s.zarr", other, exist_ok=True)
+
+
+def _corrupt(store: EpisodeStore) -> dict[int, str]:
+    """Damage episodes 1-4 in four different ways; returns the expected reason fragment per episode."""
+    ep = store.episode_path
+    chunk = next(p for p in (ep(1) / OBS_STATE / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(b"\x00garbage" * 3)  # a chunk overwritten by junk
+    (ep(2) / "zarr.json").write_text("{ not json")  # metadata torn
+    shutil.rmtree(ep(3) / image_key("wrist"))  # an array lost
+    zarr.open_group(ep(4), mode="r+").attrs["num_frames"] = 99  # lengths disagree
+    return {1: "observation.state' unreadable", 2: "metadata unreadable", 3: "missing", 4: "expected"}
+
+
+def test_corrupt_episodes_are_reported_and_skipped(store: EpisodeStore) -> None:
+    record(store, episodes=6, frames=6)
+    expected = _corrupt(store)
+    report = store.verify()
+    assert report.ok == [0, 5] and not report.clean
+    reasons = dict(report.corrupt)
+    assert sorted(reasons) == [1, 2, 3, 4]
+    for index, fragment in expected.items():
+        assert fragment in reasons[index], (index, reasons[index])
+    problems: list[tuple[int, str]] = []
+    readable = [e.meta.index for e in store.iter_episodes(problems=problems)]
+    assert readable == [0, 5] and sorted(i for i, _ in problems) == [1, 2, 3, 4]
+
+
+def test_writer_killed_mid_episode_leaves_earlier_episodes_intact(store: EpisodeStore) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "killed_writer.py"), str(store.root), "3", "13", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9 and "KILLING" in proc.stdout, proc.stderr
+    reopened = EpisodeStore.open(store.root)
+    report = reopened.verify()
+    assert report.ok == [0, 1, 2] and report.corrupt == []
+    for index in report.ok:
+        np.testing.assert_array_equal(
+            reopened.read_episode(index).data[OBS_STATE][:, 0], index * 1000 + np.arange(20)
+        )
+    [partial] = report.partial
+    # 13 frames with flush_every=5: 10 reached disk, 3 were in memory when the process died.
+    assert partial.name == "ep_000003" and partial.frames_flushed == 10 and not partial.writer_alive
+    assert not report.clean
+    # The lock died with the process: a new writer can start, and continues the numbering.
+    record(reopened, episodes=1, frames=4)
+    assert reopened.episode_indices() == [0, 1, 2, 4]
+    assert reopened.remove_abandoned() == ["ep_000003"] and reopened.verify().clean
+
+
+def test_reader_in_another_process_only_ever_sees_complete_episodes(store: EpisodeStore) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "slow_writer.py"), str(store.root), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reader = EpisodeStore.open(store.root)
+    seen_counts = []
+    deadline = time.monotonic() + 120
+    while writer.poll() is None and time.monotonic() < deadline:
+        for episode in reader.iter_episodes():
+            n = episode.meta.num_frames
+            assert n == 15 + 3 * episode.meta.index  # never a prefix of an episode
+            np.testing.assert_array_equal(
+                episode.data[OBS_STATE][:, 0], episode.meta.index * 1000 + np.arange(n)
+            )
+        seen_counts.append(len(reader.episode_indices()))
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0 and "WRITER DONE" in out, err
+    assert reader.episode_indices() == list(range(8))
+    assert seen_counts == sorted(seen_counts)  # episodes only ever appear
+    assert len(set(seen_counts)) > 2, "reader never overlapped the writer; the test proved nothing"

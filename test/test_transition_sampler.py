@@ -1,0 +1,81 @@
+"""Learner-style minibatch sampling: correct successors, subsets, new and deleted episodes, corrupt data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_frame, record
+
+from coirl_ros.constants import ACTION, DONE, NEXT, OBS_STATE, image_key
+from coirl_ros.data import EpisodeStore, StoreError
+from coirl_ros.data.transition_sampler import TransitionSampler
+
+
+@pytest.mark.parametrize("images", ["none", "lazy", "preload"])
+def test_successor_is_the_next_frame_of_the_same_episode(store: EpisodeStore, images: str) -> None:
+    record(store, episodes=4, frames=9)
+    sampler = TransitionSampler(store, images=images)
+    assert sampler.refresh() == 4
+    assert sampler.num_transitions() == 4 * 8  # last frames are not terminal: never sampled
+    batch = sampler.sample(512, np.random.default_rng(0))
+    ep, t = batch["episode_index"], batch["frame_index"]
+    assert t.max() == 7
+    np.testing.assert_array_equal(batch[OBS_STATE][:, 0], ep * 1000 + t)
+    np.testing.assert_array_equal(batch[NEXT + OBS_STATE][:, 0], ep * 1000 + t + 1)
+    np.testing.assert_array_equal(batch[NEXT + ACTION][:, 0], -(ep * 1000 + t + 1))
+    if images != "none":
+        key = image_key("wrist")
+        np.testing.assert_array_equal(batch[key][:, 0, 0, 0], (ep * 7 + t) % 256)
+        np.testing.assert_array_equal(batch[NEXT + key][:, 0, 0, 0], (ep * 7 + t + 1) % 256)
+    else:
+        assert image_key("wrist") not in batch
+
+
+def test_terminal_last_frame_is_sampled_with_itself_as_successor(store: EpisodeStore) -> None:
+    with store.writer() as writer:
+        writer.begin_episode("lift", "policy")
+        for t in range(3):
+            writer.add_frame(make_frame(store.spec, 0, t, **{DONE: t == 2}))
+        writer.save_episode(success=True)
+    sampler = TransitionSampler(store)
+    sampler.refresh()
+    batch = sampler.sample(200, np.random.default_rng(1))
+    assert set(batch["frame_index"]) == {0, 1, 2}
+    last = batch["frame_index"] == 2
+    assert batch[DONE][last].all() and not batch[DONE][~last].any()
+    np.testing.assert_array_equal(batch[NEXT + OBS_STATE][last], batch[OBS_STATE][last])
+
+
+def test_demo_and_rollout_subsets(store: EpisodeStore) -> None:
+    record(store, episodes=2, frames=5, source="teleop")
+    record(store, episodes=3, frames=5, source="policy")
+    sampler = TransitionSampler(store)
+    sampler.refresh()
+    rng = np.random.default_rng(2)
+    assert set(sampler.sample(100, rng, subset="demo")["episode_index"]) == {0, 1}
+    assert set(sampler.sample(100, rng, subset="rollout")["episode_index"]) == {2, 3, 4}
+    assert sampler.num_transitions("demo") == 8 and sampler.num_transitions("rollout") == 12
+
+
+def test_refresh_follows_new_and_deleted_episodes(store: EpisodeStore) -> None:
+    sampler = TransitionSampler(store)
+    assert sampler.refresh() == 0
+    with pytest.raises(StoreError, match="no 'all' transitions"):
+        sampler.sample(4, np.random.default_rng(0))
+    record(store, episodes=2, frames=5)
+    assert sampler.refresh() == 2 and sampler.refresh() == 0
+    record(store, episodes=1, frames=5)
+    assert sampler.refresh() == 1 and sampler.num_episodes == 3
+    store.delete(1)
+    sampler.refresh()
+    assert sampler.num_episodes == 2
+    assert set(sampler.sample(300, np.random.default_rng(0))["episode_index"]) == {0, 2}
+
+
+def test_corrupt_episode_is_skipped_not_fatal(store: EpisodeStore) -> None:
+    record(store, episodes=3, frames=5)
+    (store.episode_path(1) / ACTION / "zarr.json").write_text("garbage")
+    sampler = TransitionSampler(store, images="preload")
+    assert sampler.refresh() == 2
+    assert list(sampler.skipped) == [1]
+    assert set(sampler.sample(200, np.random.default_rng(0))["episode_index"]) == {0, 2}
