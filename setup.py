@@ -34,7 +34,7 @@ setup(
     zip_safe=True,
     maintainer="coirl_ros developers",
     maintainer_email="coirl-ros@example.org",
-    description="Residual fine-tuning of a frozen pi0.5 policy on a real arm with coherent imitation learning.",
+    description="Residual fine-tuning of a frozen pi0.5 policy with coherent imitation learning.",
     license="Apache-2.0",
     tests_require=["pytest"],
     python_requires=">=3.12",

@@ -82,6 +82,8 @@ def _killed_writer_child(store_root: str, robot_yaml: str, task: str) -> None:
         for cam in robot.cameras:
             frame[image_key(cam.name)] = rng.integers(0, 255, (*IMAGE_SIZE, 3), dtype=np.uint8)
         writer.add_frame(frame)
+        if t == 19:
+            writer.flush()  # what reached disk before the crash is kept in .staging for inspection
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -135,7 +137,7 @@ def run_store_demo(out: Path, episodes: int = 6, steps: int = 60) -> None:
 
     export = export_to_lerobot(store, out / "lerobot", progress=False)
     back = import_from_lerobot(out / "lerobot", out / "reimported.zarr", progress=False)
-    print(f"[5/6] LeRobot v3 export: {export}\n      re-imported: {back}")
+    print(f"[5/6] LeRobot v3 round trip:\n      {export}\n      {back}")
 
     sampler = TransitionSampler(store, images="preload")
     sampler.refresh()

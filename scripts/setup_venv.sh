@@ -83,8 +83,10 @@ fi
 
 log "installing locked dependencies into $VENV (first run downloads ~3 GB: torch with CUDA libraries)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
-"$VENV/bin/python" -m pip install -q -r "$LOCK"
-"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+# Quiet pip, minus the warnings about unreachable local index folders some machines configure.
+pip_install() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+pip_install --upgrade "pip>=24"
+pip_install -r "$LOCK"
+pip_install --no-deps --no-build-isolation -e "$ROOT"
 echo "$want_stamp" > "$STAMP"
 log "done"

@@ -185,3 +185,22 @@ def test_reader_in_another_process_only_ever_sees_complete_episodes(store: Episo
     assert reader.episode_indices() == list(range(8))
     assert seen_counts == sorted(seen_counts)  # episodes only ever appear
     assert len(set(seen_counts)) > 2, "reader never overlapped the writer; the test proved nothing"
+
+
+def test_failed_background_flush_surfaces_as_an_error(store: EpisodeStore) -> None:
+    with store.writer(flush_every=2) as writer:
+        index = writer.begin_episode("lift", "teleop")
+        # Sabotage the staging array: its chunk directory becomes a file, so the flush thread fails.
+        chunk_dir = store.root / ".staging" / f"ep_{index:06d}" / OBS_STATE / "c"
+        chunk_dir.parent.mkdir(parents=True, exist_ok=True)
+        chunk_dir.write_text("not a directory")
+        writer.add_frame(make_frame(store.spec, index, 0))
+        writer.add_frame(make_frame(store.spec, index, 1))  # queues a block for the flush thread
+        with pytest.raises(StoreError, match="writing the episode to disk failed"):
+            writer.flush()
+        writer.discard_episode()
+        # The writer stays usable after the failed episode is discarded.
+        index = writer.begin_episode("lift", "teleop")
+        writer.add_frame(make_frame(store.spec, index, 0))
+        writer.save_episode()
+    assert store.verify().ok == [index]

@@ -24,5 +24,7 @@ for _ in range(committed):
 index = writer.begin_episode("lift", "teleop")
 for t in range(frames_before_kill):
     writer.add_frame(make_frame(store.spec, index, t))
+    if t + 1 == frames_before_kill - frames_before_kill % flush_every:
+        writer.flush()  # whole blocks reach disk; the remainder is still in memory at the kill
 print("KILLING", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
