@@ -17,6 +17,7 @@ sampler's in-memory index, not from the on-disk layout (see `transition_sampler.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -198,7 +199,8 @@ class EpisodeStore:
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(f"{root}: store spec malformed: {err}") from None
         for sub in (STAGING_DIR, TRASH_DIR):
-            (root / sub).mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):  # a read-only copy of a store is still readable
+                (root / sub).mkdir(exist_ok=True)
         return cls(root, spec)
 
     def writer(self, **kwargs: Any) -> EpisodeWriter:
