@@ -27,9 +27,10 @@ bench: venv
 # Re-resolve requirements/requirements.in into requirements/lock.txt in a scratch venv.
 lock:
 	rm -rf /tmp/coirl-lock-venv
-	$$(bash scripts/setup_venv.sh --print-python) -m venv /tmp/coirl-lock-venv
+	py=$$(bash scripts/setup_venv.sh --print-python) || { echo "make lock: no Python 3.12 found" >&2; exit 1; }; \
+	$$py -m venv /tmp/coirl-lock-venv
 	/tmp/coirl-lock-venv/bin/pip install -q -r requirements/requirements.in
-	/tmp/coirl-lock-venv/bin/python scripts/freeze_lock.py requirements/lock.txt
+	/tmp/coirl-lock-venv/bin/python scripts/venv_packages.py freeze requirements/lock.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

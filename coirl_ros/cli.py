@@ -97,6 +97,7 @@ def cmd_episodes_verify(args: argparse.Namespace) -> int:
     if args.remove_partial:
         for name in store.remove_abandoned():
             print(f"removed abandoned partial episode {name}")
+        report.partial = store.partial_episodes()
     return 0 if report.clean else 1
 
 

@@ -75,7 +75,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 # Everything that changes what is installed goes into the stamp.
-want_stamp="$(cat "$LOCK" "$ROOT/setup.py" "$ROOT/setup.cfg" | sha256sum | cut -d' ' -f1)-$("$VENV/bin/python" -V 2>&1)"
+want_stamp="$(cat "$LOCK" "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/scripts/venv_packages.py" | sha256sum | cut -d' ' -f1)-$("$VENV/bin/python" -V 2>&1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]]; then
   log "dependencies up to date ($VENV)"
   exit 0
@@ -87,6 +87,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip_install() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 pip_install --upgrade "pip>=24"
 pip_install -r "$LOCK"
+"$VENV/bin/python" "$ROOT/scripts/venv_packages.py" prune "$LOCK"
 pip_install --no-deps --no-build-isolation -e "$ROOT"
 echo "$want_stamp" > "$STAMP"
 log "done"

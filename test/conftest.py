@@ -52,7 +52,8 @@ def store(tmp_path: Path) -> EpisodeStore:
     return EpisodeStore.create(tmp_path / "episodes.zarr", SMALL_SPEC)
 
 
-_domain_ids = itertools.count(100 + os.getpid() % 50)
+# 1-101 only: on Linux, ids above 101 put DDS ports into the ephemeral range (ROS docs).
+_domain_ids = itertools.count(os.getpid() % 50)
 
 
 @pytest.fixture
@@ -60,6 +61,6 @@ def ros_env() -> dict[str, str]:
     """Environment for child processes running ROS nodes: loopback-only DDS, a fresh domain id."""
     env = dict(os.environ)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 200 + 1)
+    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 50 + 1)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -204,3 +204,71 @@ def test_failed_background_flush_surfaces_as_an_error(store: EpisodeStore) -> No
         writer.add_frame(make_frame(store.spec, index, 0))
         writer.save_episode()
     assert store.verify().ok == [index]
+
+
+def test_failed_flush_blocks_the_episode_until_discarded(store: EpisodeStore) -> None:
+    """A lost block must never be papered over by a retry: add, flush and save all refuse."""
+    with store.writer(flush_every=2) as writer:
+        index = writer.begin_episode("lift", "teleop")
+        chunk_dir = store.root / ".staging" / f"ep_{index:06d}" / OBS_STATE / "c"
+        chunk_dir.parent.mkdir(parents=True, exist_ok=True)
+        chunk_dir.write_text("not a directory")
+        for t in range(2):
+            writer.add_frame(make_frame(store.spec, index, t))
+        for attempt in (
+            writer.flush,
+            writer.save_episode,
+            lambda: writer.add_frame(make_frame(store.spec, 0, 2)),
+        ):
+            with pytest.raises(StoreError, match="discard it"):
+                attempt()
+        assert store.episode_indices() == []
+        writer.discard_episode()
+    assert store.verify().clean and store.episode_indices() == []
+
+
+def test_reused_caller_buffers_do_not_alias_recorded_frames(store: EpisodeStore) -> None:
+    """Camera SDKs hand out views into reused frame pools; the writer must copy on add_frame."""
+    state = np.zeros(8, np.float32)
+    frame = make_frame(store.spec, 0, 0)
+    image = frame[image_key("front")]
+    with store.writer(flush_every=100) as writer:  # nothing flushed until save: worst case
+        writer.begin_episode("lift", "teleop")
+        for t in range(5):
+            state[:] = t
+            image[:] = t
+            writer.add_frame({**frame, OBS_STATE: state, image_key("front"): image})
+        writer.save_episode()
+    data = store.read_episode(0).data
+    np.testing.assert_array_equal(data[OBS_STATE][:, 0], np.arange(5))
+    np.testing.assert_array_equal(data[image_key("front")][:, 0, 0, 0], np.arange(5))
+
+
+def test_writer_start_survives_a_concurrent_lock_probe(store: EpisodeStore) -> None:
+    """`verify` probes the lock; a writer starting at that moment must wait, not fail."""
+    import fcntl
+    import threading
+
+    (store.root / ".writer.lock").touch()
+    probe = open(store.root / ".writer.lock")  # noqa: SIM115
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.3, lambda: (fcntl.flock(probe, fcntl.LOCK_UN), probe.close())).start()
+    with store.writer() as writer:
+        assert writer.recording is False
+
+
+def test_a_new_writer_does_not_adopt_a_dead_writers_partial_episode(store: EpisodeStore) -> None:
+    """Liveness is by token: a restarted writer (even with the same PID) sees the old partial as abandoned."""
+    dead = store.writer(flush_every=1)
+    dead.begin_episode("lift", "teleop")
+    dead.add_frame(make_frame(store.spec, 0, 0))
+    dead.flush()
+    dead._lock_fh.close()  # the process "died": its lock is gone, its staging data is not
+    dead._lock_fh = None
+    with store.writer() as writer:
+        [partial] = store.partial_episodes()
+        assert not partial.writer_alive and partial.frames_flushed == 1
+        writer.begin_episode("lift", "teleop")
+        in_progress = [p.name for p in store.partial_episodes() if p.writer_alive]
+        assert in_progress == ["ep_000001"]
+        writer.discard_episode()

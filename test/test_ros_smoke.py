@@ -36,18 +36,28 @@ def test_joint_states_cross_process_boundary(ros_env: dict[str, str]) -> None:
 @pytest.mark.ros
 def test_other_domain_hears_nothing(ros_env: dict[str, str]) -> None:
     """The domain id isolates tests from each other: a listener on another domain must time out."""
-    other = dict(ros_env, ROS_DOMAIN_ID=str((int(ros_env["ROS_DOMAIN_ID"]) + 101) % 230 + 1))
+    other = dict(ros_env, ROS_DOMAIN_ID=str(int(ros_env["ROS_DOMAIN_ID"]) + 50))  # 51-100
     talker = subprocess.Popen([sys.executable, str(SCRIPTS / "joint_state_talker.py")], env=ros_env)
     try:
         code = f"import runpy,sys,time; sys.argv=['x']; import rclpy; {_SHORT_LISTENER}"
         listener = subprocess.run(
             [sys.executable, "-c", code], env=other, capture_output=True, text=True, timeout=60
         )
+        # Control: the talker was alive and audible on its own domain the whole time.
+        control = subprocess.run(
+            [sys.executable, str(SCRIPTS / "joint_state_listener.py")],
+            env=ros_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert talker.poll() is None
     finally:
         talker.terminate()
         talker.wait(timeout=20)
     assert listener.returncode == 0, listener.stderr
     assert listener.stdout.strip() == "0"
+    assert control.returncode == 0, "the control listener heard nothing: the talker was not publishing"
 
 
 _SHORT_LISTENER = (

@@ -79,3 +79,34 @@ def test_corrupt_episode_is_skipped_not_fatal(store: EpisodeStore) -> None:
     assert sampler.refresh() == 2
     assert list(sampler.skipped) == [1]
     assert set(sampler.sample(200, np.random.default_rng(0))["episode_index"]) == {0, 2}
+
+
+def test_lazy_images_never_return_fill_for_a_deleted_episode(store: EpisodeStore) -> None:
+    record(store, episodes=3, frames=6)
+    sampler = TransitionSampler(store, images="lazy")
+    sampler.refresh()
+    store.delete(1)  # no refresh(): the sampler still holds episode 1's array handles
+    batch = sampler.sample(256, np.random.default_rng(0))
+    assert set(batch["episode_index"]) == {0, 2}
+    ep, t = batch["episode_index"], batch["frame_index"]
+    np.testing.assert_array_equal(batch[image_key("front")][:, 0, 0, 0], (ep * 7 + t) % 256)
+
+
+class _StaleListingStore(EpisodeStore):
+    """Lists an episode that is deleted before it can be read: the race of a delete during refresh."""
+
+    def episode_indices(self) -> list[int]:
+        return sorted({*super().episode_indices(), 1})
+
+
+@pytest.mark.parametrize("images", ["none", "lazy"])
+def test_delete_during_refresh_leaves_the_sampler_usable(store: EpisodeStore, images: str) -> None:
+    record(store, episodes=3, frames=6)
+    store.delete(1)
+    sampler = TransitionSampler(_StaleListingStore(store.root, store.spec), images=images)
+    assert sampler.refresh() == 2
+    batch = sampler.sample(128, np.random.default_rng(0))
+    assert set(batch["episode_index"]) == {0, 2}
+    np.testing.assert_array_equal(
+        batch[OBS_STATE][:, 0], batch["episode_index"] * 1000 + batch["frame_index"]
+    )

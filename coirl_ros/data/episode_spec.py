@@ -134,5 +134,7 @@ class EpisodeSpec:
                 raise FrameError(f"frame {frame_index}: {key} must be numeric, got {value.dtype}")
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 raise FrameError(f"frame {frame_index}: {key} contains NaN or inf: {value}")
-            out[key] = value.astype(spec.np_dtype, copy=False)
+            # Always a copy: callers reuse buffers (RealSense frame pools, a preallocated state
+            # vector) and the frame is only written to disk later, by the flush thread.
+            out[key] = np.array(value, dtype=spec.np_dtype, copy=True)
         return out

@@ -148,6 +148,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (an episode: a few dozen files with sharding)."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
 class EpisodeStore:
     """A directory of episodes shared by one writer and any number of readers (other processes too)."""
 
@@ -314,9 +326,9 @@ class EpisodeStore:
     # ---- integrity -----------------------------------------------------------------------------
     def partial_episodes(self) -> list[PartialEpisode]:
         """Episodes in `.staging`: in progress (writer alive) or abandoned by a killed writer."""
-        from coirl_ros.data.episode_writer import live_writer_pid
+        from coirl_ros.data.episode_writer import live_writer
 
-        live_pid = live_writer_pid(self.root)
+        live = live_writer(self.root)
         out = []
         staging = self.root / STAGING_DIR
         for name in sorted(os.listdir(staging)) if staging.is_dir() else []:
@@ -328,7 +340,7 @@ class EpisodeStore:
                 frames = int(attrs.get("frames_flushed", 0))
             except Exception:
                 pass  # killed before its metadata was written: still worth reporting
-            in_progress = live_pid is not None and attrs.get("writer_pid") == live_pid
+            in_progress = live is not None and attrs.get("writer_token") == live.get("token")
             out.append(PartialEpisode(name, frames, in_progress, attrs))
         return out
 

@@ -3,9 +3,10 @@
 Frames are validated as they arrive (a bad frame is refused, the episode goes on) and written
 to `.staging/<episode>` in blocks of `flush_every` frames by a background thread, so a 30 Hz
 recording loop never waits on compression or the disk. A crash loses only the frames not yet
-flushed (at most `flush_every * (MAX_PENDING_BLOCKS + 1)`) and leaves the flushed ones on disk
-for `coirl episodes verify` to report. `save_episode` waits for the flushes, writes the final
-attributes and renames the group into `episodes/`: the commit point.
+flushed (fewer than `flush_every * (MAX_PENDING_BLOCKS + 2)`: the buffer, the queue and the
+block being written) and leaves the flushed ones on disk for `coirl episodes verify` to report.
+`save_episode` waits for the flushes, fsyncs the episode, writes the final attributes and
+renames the group into `episodes/`: the commit point.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import queue
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +38,7 @@ from coirl_ros.data.episode_store import (
     StoreError,
     episode_name,
     fsync_dir,
+    fsync_tree,
 )
 
 # lz4 + bitshuffle: ~0.9 GB/s per core and ~1.4x on noisy camera frames (plain lz4 gets 1.0x on
@@ -49,22 +52,31 @@ MAX_PENDING_BLOCKS = 4
 # zarr by default compares every chunk with the fill value to skip writing empty ones; for
 # camera frames that check costs as much as compressing and never pays off.
 ARRAY_CONFIG = {"write_empty_chunks": True}
+# A reader probing the lock (verify) holds it for microseconds; a writer starting at that moment
+# retries instead of failing.
+LOCK_RETRY_S = 1.0
 
 
-def live_writer_pid(root: Path) -> int | None:
-    """PID of the process holding the store's writer lock, or None if no writer is alive."""
-    lock_path = Path(root) / LOCK_FILE
-    if not lock_path.exists():
+def live_writer(root: Path) -> dict[str, Any] | None:
+    """The lock file's content ({pid, token, since}) if a writer holds the lock, else None.
+
+    Writers are told apart by a random token, not their PID: PIDs repeat across container
+    restarts, and a restarted writer must not claim its dead predecessor's partial episode.
+    """
+    try:
+        fh = open(Path(root) / LOCK_FILE)  # noqa: SIM115 -- read-only: works on read-only copies
+    except OSError:
         return None
-    with open(lock_path, "a+") as fh:
+    with fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
             try:
-                return int(json.loads(fh.read())["pid"])
-            except (ValueError, KeyError, TypeError):
-                return -1  # alive, but mid-way through writing its pid
+                return dict(json.loads(fh.read()))
+            except (ValueError, TypeError):
+                return {"pid": -1, "token": ""}  # alive, mid-way through writing its details
+        except OSError:
+            return None
         fcntl.flock(fh, fcntl.LOCK_UN)
         return None
 
@@ -79,6 +91,7 @@ class EpisodeWriter:
         self.spec: EpisodeSpec = store.spec
         self.flush_every = flush_every
         self.robot_config_hash = robot_config_hash
+        self.token = uuid.uuid4().hex
         self._lock_fh: IO[str] | None = self._acquire_lock()
         self._group: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
@@ -93,16 +106,22 @@ class EpisodeWriter:
     # ---- lock ---------------------------------------------------------------------------------
     def _acquire_lock(self) -> IO[str]:
         fh = open(self.store.root / LOCK_FILE, "a+")  # noqa: SIM115 -- held for the writer's lifetime
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise StoreError(f"{self.store.root}: another writer holds the store ({holder})") from None
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                fh.close()
+                raise StoreError(f"{self.store.root}: another writer holds the store ({holder})") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "since": time.time()}))
+        fh.write(json.dumps({"pid": os.getpid(), "token": self.token, "since": time.time()}))
         fh.flush()
         return fh
 
@@ -185,7 +204,7 @@ class EpisodeWriter:
             has_policy_actions=source == "policy" if has_policy_actions is None else has_policy_actions,
             created_at=time.time(),
         )
-        group.attrs.update({**self._meta.to_attrs(), "frames_flushed": 0, "writer_pid": os.getpid()})
+        group.attrs.update({**self._meta.to_attrs(), "frames_flushed": 0, "writer_token": self.token})
         self._group = group
         self._buffer = []
         self._num_frames = 0
@@ -195,7 +214,7 @@ class EpisodeWriter:
         """Validate and append one frame; a `FrameError` leaves the episode as it was."""
         if self._group is None:
             raise StoreError("no episode is being recorded; call begin_episode first")
-        self._raise_flush_error()
+        self._raise_if_failed()
         self._buffer.append(self.spec.validate_frame(frame, self._num_frames, self.spec.fps))
         self._num_frames += 1
         if len(self._buffer) >= self.flush_every:
@@ -222,10 +241,13 @@ class EpisodeWriter:
             array.append(np.stack([f[key] for f in block]))
         group.attrs["frames_flushed"] = int(group.attrs.get("frames_flushed", 0)) + len(block)
 
-    def _raise_flush_error(self) -> None:
+    def _raise_if_failed(self) -> None:
+        # Sticky until discard_episode: once a block is lost, the episode can never be whole.
         if self._flush_error is not None:
-            err, self._flush_error = self._flush_error, None
-            raise StoreError(f"writing the episode to disk failed: {err!r}") from err
+            raise StoreError(
+                f"writing the episode to disk failed ({self._flush_error!r}); it cannot be saved,"
+                " discard it with discard_episode()"
+            ) from self._flush_error
 
     def flush(self) -> None:
         """Block until every frame accepted so far is written to staging (survives a crash)."""
@@ -233,7 +255,8 @@ class EpisodeWriter:
             self._pending.put(self._buffer)
             self._buffer = []
         self._pending.join()
-        self._raise_flush_error()
+        self._raise_if_failed()
+
     def save_episode(self, success: bool | None = None) -> EpisodeMeta:
         """Flush, write the final attributes, and commit the episode atomically."""
         if self._group is None or self._meta is None:
@@ -241,10 +264,14 @@ class EpisodeWriter:
         if self._num_frames == 0:
             raise StoreError("cannot save an empty episode; discard it instead")
         self.flush()
+        flushed = int(self._group.attrs.get("frames_flushed", -1))
+        if flushed != self._num_frames:  # defence in depth: never commit a short episode
+            raise StoreError(f"only {flushed} of {self._num_frames} frames reached disk; not committing")
         meta = replace(self._meta, num_frames=self._num_frames, success=success)
         self._group.attrs.put(meta.to_attrs())  # replaces the staging-only keys
         staging = self.store.root / STAGING_DIR / episode_name(meta.index)
         final = self.store.root / EPISODES_DIR / episode_name(meta.index)
+        fsync_tree(staging)  # data before the rename: a power cut must not commit empty chunks
         os.rename(staging, final)  # the commit point: atomic on POSIX within one filesystem
         fsync_dir(final.parent)
         self._group, self._arrays, self._meta, self._num_frames = None, {}, None, 0

@@ -36,6 +36,10 @@ LOWDIM_KEYS = (OBS_STATE, ACTION, ACTION_BASE, ACTION_RESIDUAL, REWARD, DONE, TI
 Subset = Literal["all", "demo", "rollout"]
 
 
+class _EpisodeVanished(Exception):
+    """A lazily read episode was deleted; the sampler refreshes and draws again."""
+
+
 class _GrowableArray:
     """An append-only array with amortised O(1) appends (capacity doubling)."""
 
@@ -80,10 +84,10 @@ class TransitionSampler:
         self.store = store
         self.image_mode = images
         self.image_keys = store.spec.image_keys() if images != "none" else []
-        self.skipped: dict[int, str] = {}  # corrupt episodes left out, with the reason
         self._reset()
 
     def _reset(self) -> None:
+        self.skipped: dict[int, str] = {}  # corrupt episodes left out, with the reason
         specs = self.store.spec.arrays()
         keys = list(LOWDIM_KEYS) + (self.image_keys if self.image_mode == "preload" else [])
         self._buffers = {k: _GrowableArray(specs[k].shape, specs[k].np_dtype) for k in keys}
@@ -100,6 +104,7 @@ class TransitionSampler:
         present = set(self.store.episode_indices())
         if set(self._episodes) - present:
             self._reset()  # rare (an operator deleted an episode): rebuild rather than compact
+        self.skipped = {i: r for i, r in self.skipped.items() if i in present}
         added = 0
         for index in sorted(present - set(self._episodes) - set(self.skipped)):
             try:
@@ -114,7 +119,15 @@ class TransitionSampler:
 
     def _load(self, index: int) -> None:
         keys = list(LOWDIM_KEYS) + (self.image_keys if self.image_mode == "preload" else [])
-        episode = self.store.read_episode(index, keys)  # validates before anything is appended
+        # Everything that can fail (validation, a concurrent delete) happens before the first append.
+        episode = self.store.read_episode(index, keys)
+        images: dict[str, zarr.Array] = {}
+        if self.image_mode == "lazy":
+            try:
+                group = zarr.open_group(self.store.episode_path(index), mode="r")
+                images = {k: group[k] for k in self.image_keys}
+            except (FileNotFoundError, KeyError) as err:
+                raise StoreError(f"episode {index} vanished while loading: {err}") from None
         offset = self._buffers[OBS_STATE].size
         for key in keys:
             self._buffers[key].append(episode.data[key])
@@ -126,11 +139,7 @@ class TransitionSampler:
             valid = np.append(valid, offset + n - 1)
         self._valid["all"].append(valid)
         self._valid["demo" if episode.meta.source in DEMO_SOURCES else "rollout"].append(valid)
-        loaded = _LoadedEpisode(episode.meta, offset)
-        if self.image_mode == "lazy":
-            group = zarr.open_group(self.store.episode_path(index), mode="r")
-            loaded.images = {k: group[k] for k in self.image_keys}
-        self._episodes[index] = loaded
+        self._episodes[index] = _LoadedEpisode(episode.meta, offset, images)
 
     # ---- sampling -----------------------------------------------------------------------------
     def num_transitions(self, subset: Subset = "all") -> int:
@@ -144,6 +153,14 @@ class TransitionSampler:
         self, batch_size: int, rng: np.random.Generator, subset: Subset = "all"
     ) -> dict[str, np.ndarray]:
         """A batch of `batch_size` transitions drawn uniformly with replacement from `subset`."""
+        for _ in range(3):
+            try:
+                return self._sample(batch_size, rng, subset)
+            except _EpisodeVanished:
+                self.refresh()  # deleted under a lazy read: zarr would have returned black frames
+        raise StoreError(f"{self.store.root}: episodes keep disappearing while sampling")
+
+    def _sample(self, batch_size: int, rng: np.random.Generator, subset: Subset) -> dict[str, np.ndarray]:
         valid = self._valid[subset].view
         if len(valid) == 0:
             raise StoreError(f"no {subset!r} transitions in {self.store.root} yet")
@@ -183,6 +200,10 @@ class TransitionSampler:
                 sel = np.flatnonzero(episodes == index)
                 uniq, inverse = np.unique(ts[sel], return_inverse=True)
                 frames[sel] = self._episodes[int(index)].images[key].oindex[uniq][inverse]
+                # zarr fills missing chunks with zeros instead of failing; delete is a rename, so
+                # a vanished directory after the read means those frames are fill, not data.
+                if not self.store.episode_path(int(index)).is_dir():
+                    raise _EpisodeVanished(int(index))
             out[key] = frames[: len(rows)]
             out[NEXT + key] = frames[len(rows) :]
         return out
