@@ -6,6 +6,9 @@ import itertools
 import os
 from pathlib import Path
 
+# Before anything imports mujoco: headless offscreen rendering (the Makefile sets it too).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 import numpy as np
 import pytest
 
