@@ -164,6 +164,24 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# ---- demos -------------------------------------------------------------------------------------
+def cmd_demos_generate(args: argparse.Namespace) -> int:
+    from coirl_ros.sim.demos import generate_demos
+
+    size = (args.image_size, args.image_size) if args.image_size else None
+    report = generate_demos(
+        args.task,
+        args.n,
+        Path(args.store),
+        size,
+        noise=args.noise,
+        seed=args.seed,
+        keep_failures=args.keep_failures,
+    )
+    print(report)
+    return 0 if report.saved else 1
+
+
 # ---- demo --------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from coirl_ros.store_demo import run_store_demo
@@ -212,6 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", default=None)
     p.add_argument("--source", choices=EPISODE_SOURCES, default="teleop")
 
+    demos = sub.add_parser("demos", help="scripted demonstrations in simulation")
+    dem = demos.add_subparsers(dest="action", required=True)
+    p = dem.add_parser("generate", help="roll out a task's scripted expert into the episode store")
+    p.add_argument("--task", required=True, help="lift, square, nut_assembly, coffee, mug_cleanup, ...")
+    p.add_argument("--n", type=int, default=50, help="episodes to save")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--image-size", type=int, default=0, help="render both cameras at NxN (0: state only)")
+    p.add_argument("--noise", type=float, default=0.002, help="expert noise, metres (std of the TCP target)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; episodes use seed, seed+1, ...")
+    p.add_argument("--keep-failures", action="store_true", help="also save failed attempts (success=false)")
+    p.set_defaults(func=cmd_demos_generate)
+
     config = sub.add_parser("config", help="validate configuration files")
     cfg = config.add_subparsers(dest="action", required=True)
     p = cfg.add_parser("check", help="validate YAML files (default: every file in the package's config/)")
@@ -221,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end demo of what exists so far")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--episodes", type=int, default=6)
+    p.add_argument("--episodes", type=int, default=6, help="scripted Lift demonstrations to record")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -230,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, StoreError, ConfigError, FileExistsError) as err:
+    except (CliError, StoreError, ConfigError, FileExistsError, ValueError) as err:
         print(f"coirl: error: {err}", file=sys.stderr)
         return 2
 
