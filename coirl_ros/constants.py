@@ -3,6 +3,7 @@
 from typing import Literal
 
 OBS_STATE = "observation.state"
+OBS_ENV_STATE = "observation.environment_state"  # privileged object state (sim), optional
 OBS_IMAGES = "observation.images"  # one array per camera: f"{OBS_IMAGES}.{camera}"
 ACTION = "action"  # the action actually executed on the robot
 ACTION_BASE = "action.base"  # what the frozen base policy proposed

@@ -188,6 +188,7 @@ def test_import_plain_lerobot_dataset_fills_defaults(tmp_path: Path) -> None:
         OBS_STATE: {**vec, "shape": (6,)},
         ACTION: {**vec, "shape": (3,)},
         "observation.environment_state": {**vec, "shape": (2,)},
+        "observation.velocity": {**vec, "shape": (4,)},
         "observation.images.top": {
             "dtype": "image",
             "shape": (16, 20, 3),
@@ -197,12 +198,13 @@ def test_import_plain_lerobot_dataset_fills_defaults(tmp_path: Path) -> None:
     _plain_dataset(tmp_path / "plain", features)
     report = import_from_lerobot(tmp_path / "plain", tmp_path / "s.zarr", progress=False)
     assert (report.episodes, report.frames) == (2, 10)
-    assert report.ignored_features == ["observation.environment_state"]
+    assert report.ignored_features == ["observation.velocity"]
     store = EpisodeStore.open(tmp_path / "s.zarr")
-    assert store.spec == EpisodeSpec(6, 3, (("top", (16, 20)),), 10.0)
+    assert store.spec == EpisodeSpec(6, 3, (("top", (16, 20)),), 10.0, env_state_dim=2)
     episode = store.read_episode(report.imported[1][1])
     assert (episode.meta.task, episode.meta.source, episode.meta.success) == ("task 1", "teleop", None)
     np.testing.assert_array_equal(episode.data[OBS_STATE][:, 0], 100 + np.arange(5))
+    np.testing.assert_array_equal(episode.data["observation.environment_state"][:, 1], 100 + np.arange(5))
     np.testing.assert_array_equal(episode.data["observation.images.top"][:, 0, 0, 0], 100 + np.arange(5))
     assert (
         not episode.data[ACTION_BASE].any()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import make_frame, record
 
-from coirl_ros.constants import ACTION, DONE, NEXT, OBS_STATE, image_key
-from coirl_ros.data import EpisodeStore, StoreError
+from coirl_ros.constants import ACTION, DONE, NEXT, OBS_ENV_STATE, OBS_STATE, image_key
+from coirl_ros.data import EpisodeSpec, EpisodeStore, FrameError, StoreError
 from coirl_ros.data.transition_sampler import TransitionSampler
 
 
@@ -110,3 +112,20 @@ def test_delete_during_refresh_leaves_the_sampler_usable(store: EpisodeStore, im
     np.testing.assert_array_equal(
         batch[OBS_STATE][:, 0], batch["episode_index"] * 1000 + batch["frame_index"]
     )
+
+
+def test_environment_state_is_sampled_with_its_successor(tmp_path: Path) -> None:
+    spec = EpisodeSpec(state_dim=8, action_dim=8, fps=20.0, env_state_dim=3)
+    store = EpisodeStore.create(tmp_path / "env.zarr", spec)
+    with store.writer() as writer:
+        writer.begin_episode("lift", "scripted")
+        for t in range(6):
+            with pytest.raises(FrameError, match=r"observation\.environment_state"):
+                writer.add_frame({OBS_STATE: np.zeros(8), ACTION: np.zeros(8)})
+            writer.add_frame({OBS_STATE: np.zeros(8), ACTION: np.zeros(8), OBS_ENV_STATE: np.full(3, t)})
+        writer.save_episode()
+    sampler = TransitionSampler(store)
+    sampler.refresh()
+    batch = sampler.sample(64, np.random.default_rng(0))
+    np.testing.assert_array_equal(batch[OBS_ENV_STATE][:, 0], batch["frame_index"])
+    np.testing.assert_array_equal(batch[NEXT + OBS_ENV_STATE][:, 0], batch["frame_index"] + 1)

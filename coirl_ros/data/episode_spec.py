@@ -12,6 +12,7 @@ from coirl_ros.constants import (
     ACTION_BASE,
     ACTION_RESIDUAL,
     DONE,
+    OBS_ENV_STATE,
     OBS_STATE,
     REWARD,
     TIMESTAMP,
@@ -39,17 +40,21 @@ class ArraySpec:
 class EpisodeSpec:
     """Dimensions of the data recorded for one robot; stored in the store's root attributes.
 
-    `cameras` maps camera name to (height, width); images are uint8 RGB.
+    `cameras` maps camera name to (height, width); images are uint8 RGB. `env_state_dim` > 0
+    adds `observation.environment_state`: privileged object state, which only a simulator has.
     """
 
     state_dim: int
     action_dim: int
     cameras: tuple[tuple[str, tuple[int, int]], ...] = ()
     fps: float = 20.0
+    env_state_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.state_dim <= 0 or self.action_dim <= 0:
             raise ValueError(f"state_dim and action_dim must be > 0, got {self.state_dim}, {self.action_dim}")
+        if self.env_state_dim < 0:
+            raise ValueError(f"env_state_dim must be >= 0, got {self.env_state_dim}")
         if not self.fps > 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         for name, (h, w) in self.cameras:
@@ -79,6 +84,8 @@ class EpisodeSpec:
             DONE: ArraySpec((), "bool"),
             TIMESTAMP: ArraySpec((), "float64"),
         }
+        if self.env_state_dim:
+            out[OBS_ENV_STATE] = ArraySpec((self.env_state_dim,), "float32")
         for name, (h, w) in self.cameras:
             out[image_key(name)] = ArraySpec((h, w, 3), "uint8")
         return out
@@ -92,12 +99,14 @@ class EpisodeSpec:
             "action_dim": self.action_dim,
             "cameras": {name: [h, w] for name, (h, w) in self.cameras},
             "fps": self.fps,
+            "env_state_dim": self.env_state_dim,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpisodeSpec:
         cams = tuple((str(n), (int(hw[0]), int(hw[1]))) for n, hw in data.get("cameras", {}).items())
-        return cls(int(data["state_dim"]), int(data["action_dim"]), cams, float(data["fps"]))
+        env_dim = int(data.get("env_state_dim", 0))
+        return cls(int(data["state_dim"]), int(data["action_dim"]), cams, float(data["fps"]), env_dim)
 
     def validate_frame(self, frame: dict[str, Any], frame_index: int, fps: float) -> dict[str, np.ndarray]:
         """Check one frame against the spec and return it as arrays of the stored dtypes.
@@ -111,7 +120,7 @@ class EpisodeSpec:
             raise FrameError(
                 f"frame {frame_index}: unknown keys {unknown}; expected keys from {sorted(specs)}"
             )
-        required = [OBS_STATE, ACTION, *self.image_keys()]
+        required = [OBS_STATE, ACTION, *self.image_keys()] + ([OBS_ENV_STATE] if self.env_state_dim else [])
         missing = [k for k in required if k not in frame]
         if missing:
             raise FrameError(f"frame {frame_index}: missing required keys {missing}")

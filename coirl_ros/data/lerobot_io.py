@@ -25,6 +25,7 @@ from coirl_ros.constants import (
     ACTION_RESIDUAL,
     DONE,
     EPISODE_SOURCES,
+    OBS_ENV_STATE,
     OBS_IMAGES,
     OBS_STATE,
     REWARD,
@@ -97,6 +98,8 @@ def _features(spec: EpisodeSpec, use_videos: bool) -> dict[str, dict[str, Any]]:
         return {"dtype": dtype, "shape": (n,), "names": None}
 
     feats = {OBS_STATE: vec(spec.state_dim), LR_REWARD: vec(1), LR_DONE: vec(1, "bool")}
+    if spec.env_state_dim:
+        feats[OBS_ENV_STATE] = vec(spec.env_state_dim)
     feats.update({k: vec(spec.action_dim) for k in (ACTION, ACTION_BASE, ACTION_RESIDUAL)})
     image = {"dtype": "video" if use_videos else "image", "names": ["height", "width", "channels"]}
     feats.update({image_key(name): {**image, "shape": (h, w, 3)} for name, (h, w) in spec.cameras})
@@ -150,7 +153,7 @@ def export_to_lerobot(
             except StoreError as err:  # deleted by another process since listing
                 report.skipped.append((index, str(err)))
                 continue
-            arrays = (OBS_STATE, ACTION, ACTION_BASE, ACTION_RESIDUAL, *store.spec.image_keys())
+            arrays = [k for k in store.spec.arrays() if k not in (REWARD, DONE, TIMESTAMP)]
             for t in range(ep.meta.num_frames):
                 frame: dict[str, Any] = {k: ep.data[k][t] for k in arrays}
                 frame[LR_REWARD], frame[LR_DONE] = ep.data[REWARD][t : t + 1], ep.data[DONE][t : t + 1]
@@ -213,11 +216,12 @@ def _spec_from_features(features: dict[str, Any], fps: float, root: Path) -> tup
             cameras.append((key[len(OBS_IMAGES) + 1 :], (int(h), int(w))))
         else:
             ignored.append(key)  # the store keeps RGB only
-    known = {OBS_STATE, ACTION, *OPTIONAL_KEYS, *(image_key(n) for n, _ in cameras)}
+    known = {OBS_STATE, OBS_ENV_STATE, ACTION, *OPTIONAL_KEYS, *(image_key(n) for n, _ in cameras)}
     defaults = {"timestamp", "frame_index", "episode_index", "index", "task_index"}
     ignored += [k for k in features if k not in known | defaults and k not in ignored]
     dims = (int(features[OBS_STATE]["shape"][0]), int(features[ACTION]["shape"][0]))
-    return EpisodeSpec(*dims, tuple(cameras), fps), ignored
+    env_dim = int(features[OBS_ENV_STATE]["shape"][0]) if OBS_ENV_STATE in features else 0
+    return EpisodeSpec(*dims, tuple(cameras), fps, env_dim), ignored
 
 
 def _open_or_create(store_root: Path, spec: EpisodeSpec) -> tuple[EpisodeStore, bool]:
@@ -227,7 +231,7 @@ def _open_or_create(store_root: Path, spec: EpisodeSpec) -> tuple[EpisodeStore, 
     have, want = store.spec, spec
     diffs = [
         f"{k}: store has {getattr(have, k)}, dataset has {getattr(want, k)}"
-        for k in ("state_dim", "action_dim", "fps")
+        for k in ("state_dim", "action_dim", "fps", "env_state_dim")
         if getattr(have, k) != getattr(want, k)
     ]
     if dict(have.cameras) != dict(want.cameras):  # camera order is irrelevant to the data
@@ -270,7 +274,10 @@ def import_from_lerobot(
     images = [k for k in store.spec.image_keys() if features[k]["dtype"] == "image"]
     videos = [k for k in store.spec.image_keys() if features[k]["dtype"] == "video"]
     # numpy format decodes PNGs straight to uint8 HWC (bit-exact); torch format would give float CHW.
-    raw = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "timestamp", *optional, *images])
+    env = [OBS_ENV_STATE] if store.spec.env_state_dim else []
+    raw = ds.hf_dataset.with_format(
+        "numpy", columns=[OBS_STATE, *env, ACTION, "timestamp", *optional, *images]
+    )
     episode_col = ds.hf_dataset.with_format("numpy", columns=["episode_index"])[:]["episode_index"]
     with store.writer() as writer:
         for lr_index in tqdm(range(ds.meta.total_episodes), "import", unit="ep", disable=not progress):
@@ -291,7 +298,7 @@ def import_from_lerobot(
             try:
                 batch = raw[rows.tolist()]
                 for t, row in enumerate(rows):
-                    frame = {k: batch[k][t] for k in (OBS_STATE, ACTION, *images)}
+                    frame = {k: batch[k][t] for k in (OBS_STATE, *env, ACTION, *images)}
                     frame[TIMESTAMP] = np.float64(batch["timestamp"][t])  # LeRobot stores float32
                     frame.update({OPTIONAL_KEYS[k]: np.reshape(batch[k][t], shapes[k]) for k in optional})
                     if videos:  # decoded by LeRobot as uint8 CHW (return_uint8=True)

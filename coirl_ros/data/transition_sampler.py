@@ -24,6 +24,7 @@ from coirl_ros.constants import (
     DEMO_SOURCES,
     DONE,
     NEXT,
+    OBS_ENV_STATE,
     OBS_STATE,
     REWARD,
     TIMESTAMP,
@@ -84,12 +85,13 @@ class TransitionSampler:
         self.store = store
         self.image_mode = images
         self.image_keys = store.spec.image_keys() if images != "none" else []
+        self.lowdim_keys = list(LOWDIM_KEYS) + ([OBS_ENV_STATE] if store.spec.env_state_dim else [])
         self._reset()
 
     def _reset(self) -> None:
         self.skipped: dict[int, str] = {}  # corrupt episodes left out, with the reason
         specs = self.store.spec.arrays()
-        keys = list(LOWDIM_KEYS) + (self.image_keys if self.image_mode == "preload" else [])
+        keys = self.lowdim_keys + (self.image_keys if self.image_mode == "preload" else [])
         self._buffers = {k: _GrowableArray(specs[k].shape, specs[k].np_dtype) for k in keys}
         self._episodes: dict[int, _LoadedEpisode] = {}
         self._frame_episode = _GrowableArray((), np.dtype(np.int64))
@@ -118,7 +120,7 @@ class TransitionSampler:
         return added
 
     def _load(self, index: int) -> None:
-        keys = list(LOWDIM_KEYS) + (self.image_keys if self.image_mode == "preload" else [])
+        keys = self.lowdim_keys + (self.image_keys if self.image_mode == "preload" else [])
         # Everything that can fail (validation, a concurrent delete) happens before the first append.
         episode = self.store.read_episode(index, keys)
         images: dict[str, zarr.Array] = {}
@@ -168,9 +170,11 @@ class TransitionSampler:
         last = self._is_last_frame(rows)
         next_rows = np.where(last, rows, rows + 1)
         batch: dict[str, np.ndarray] = {}
-        for key in LOWDIM_KEYS:
+        for key in self.lowdim_keys:
             batch[key] = self._buffers[key].view[rows]
         batch[NEXT + OBS_STATE] = self._buffers[OBS_STATE].view[next_rows]
+        if OBS_ENV_STATE in self._buffers:
+            batch[NEXT + OBS_ENV_STATE] = self._buffers[OBS_ENV_STATE].view[next_rows]
         batch[NEXT + ACTION] = self._buffers[ACTION].view[next_rows]
         batch["episode_index"] = self._frame_episode.view[rows]
         batch["frame_index"] = self._frame_t.view[rows]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from coirl_ros.constants import ACTION, DONE, OBS_STATE, REWARD, TIMESTAMP, image_key
+from coirl_ros.constants import ACTION, DONE, OBS_ENV_STATE, OBS_STATE, REWARD, TIMESTAMP, image_key
 from coirl_ros.data import EpisodeSpec, EpisodeStore, EpisodeWriter
 from coirl_ros.sim.env import EnvConfig, ManipulationEnv
 from coirl_ros.sim.expert import WaypointExpert
@@ -35,10 +35,14 @@ class DemoReport:
 
 
 def demo_spec(env: ManipulationEnv) -> EpisodeSpec:
-    """Store spec for demos from `env`: 8-dim state and joint-target actions, its cameras."""
+    """Store spec for demos from `env`: 8-dim state and joint-target actions, its cameras, and the
+    task's privileged object state (state-based learners and BC probes train on it)."""
     size = env.config.image_size
     cams = tuple((c, size) for c in env.config.cameras) if size is not None else ()
-    return EpisodeSpec(state_dim=8, action_dim=8, cameras=cams, fps=env.config.control_hz)
+    env_dim = env.observation_space["object"].shape[0]
+    return EpisodeSpec(
+        state_dim=8, action_dim=8, cameras=cams, fps=env.config.control_hz, env_state_dim=env_dim
+    )
 
 
 def generate_demos(
@@ -93,6 +97,7 @@ def _record_one(
         next_obs, reward, terminated, truncated, info = env.step(action)
         frame = {
             OBS_STATE: obs["state"],
+            OBS_ENV_STATE: obs["object"],
             ACTION: np.asarray(action, np.float32),
             REWARD: reward,
             DONE: terminated,
