@@ -23,6 +23,8 @@ lint: venv
 
 bench: venv
 	$(PY) bench/store_bench.py
+	$(PY) bench/sim_bench.py
+	$(PY) bench/expert_success.py
 
 # Re-resolve requirements/requirements.in into requirements/lock.txt in a scratch venv.
 lock:
