@@ -31,6 +31,7 @@ from coirl_ros.sim.env import ManipulationEnv
 from coirl_ros.sim.tasks import available_tasks, make_task
 
 EVAL_SEED0 = 10_000  # far from the demo seeds
+torch.set_num_threads(1)  # small MLP: threads only fight the simulator for the 2 cores
 
 
 def load_dataset(store: EpisodeStore) -> tuple[np.ndarray, np.ndarray]:
