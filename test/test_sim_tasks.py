@@ -98,8 +98,18 @@ def test_images_have_the_requested_shape(size: tuple[int, int]) -> None:
         for cam in ("front", "wrist"):
             assert obs[cam].shape == (*size, 3) and obs[cam].dtype == np.uint8
             assert obs[cam].std() > 5, f"{cam} image is blank"
-        assert env.observation_space.contains(obs) or True  # spaces are informative; shapes checked above
+        assert env.observation_space.contains(obs)
     finally:
         env.close()
     state_only = ManipulationEnv(make_task("lift"))
     assert "front" not in state_only.reset(seed=0)[0]
+
+
+def test_observations_stay_inside_the_observation_space(env: ManipulationEnv) -> None:
+    obs, _ = env.reset(seed=3)
+    expert = WaypointExpert(env, expert_plan(env.task.name), seed=0)
+    expert.reset()
+    for _ in range(60):
+        obs, *_ = env.step(expert.act(obs))
+        outside = [k for k, space in env.observation_space.spaces.items() if not space.contains(obs[k])]
+        assert not outside, f"{env.task.name}: {outside} outside the observation space"

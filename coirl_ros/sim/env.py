@@ -98,7 +98,8 @@ class ManipulationEnv(gym.Env):
             "state": gym.spaces.Box(-inf, inf, (ARM_DOFS + 1,), np.float32),
             "joint_pos": gym.spaces.Box(-inf, inf, (ARM_DOFS,), np.float32),
             "joint_vel": gym.spaces.Box(-inf, inf, (ARM_DOFS,), np.float32),
-            "gripper": gym.spaces.Box(0.0, FINGER_OPEN, (1,), np.float32),
+            # Contacts and the joint-limit constraint let the fingers overshoot by fractions of a mm.
+            "gripper": gym.spaces.Box(-0.002, FINGER_OPEN + 0.002, (1,), np.float32),
             "ee_pos": gym.spaces.Box(-inf, inf, (3,), np.float32),
             "ee_quat": gym.spaces.Box(-1.0, 1.0, (4,), np.float32),
             "object": gym.spaces.Box(-inf, inf, (n_obj,), np.float32),
