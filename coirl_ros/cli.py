@@ -179,7 +179,10 @@ def cmd_demos_generate(args: argparse.Namespace) -> int:
         keep_failures=args.keep_failures,
     )
     print(report)
-    return 0 if report.saved else 1
+    if len(report.saved) < args.n:
+        print(f"coirl: error: only {len(report.saved)} of {args.n} demos saved", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ---- demo --------------------------------------------------------------------------------------

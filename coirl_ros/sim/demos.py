@@ -89,7 +89,7 @@ def _record_one(
     env: ManipulationEnv, expert: WaypointExpert, writer: EpisodeWriter, task: str, seed: int
 ) -> bool:
     obs, info = env.reset(seed=seed)
-    expert.reset()
+    expert.reset(seed)
     writer.begin_episode(task, "scripted")
     success = False
     for t in range(env.horizon):

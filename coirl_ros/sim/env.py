@@ -68,9 +68,17 @@ class ManipulationEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self.task.bind(self.model)
         self.ik = ArmIK(self.model)
-        self.n_substeps = max(1, round(1.0 / (self.config.control_hz * self.model.opt.timestep)))
+        physics_hz = 1.0 / self.model.opt.timestep
+        self.n_substeps = round(physics_hz / self.config.control_hz)
+        if self.n_substeps < 1 or abs(self.n_substeps * self.config.control_hz - physics_hz) > 1e-6:
+            valid = [f"{physics_hz / k:g}" for k in (1, 2, 4, 5, 10, 20, 25, 50) if physics_hz / k <= 500]
+            raise ValueError(
+                f"control_hz={self.config.control_hz} does not divide the {physics_hz:g} Hz physics rate;"
+                f" use one of {', '.join(valid)} (or any {physics_hz:g}/k)"
+            )
         self.dt = self.n_substeps * self.model.opt.timestep
-        self.horizon = self.config.horizon or task.horizon
+        # Task horizons are written at 20 Hz: keep the same time budget at any control rate.
+        self.horizon = self.config.horizon or round(task.horizon * self.config.control_hz / 20.0)
         self._tcp = self.model.site("tcp").id
         self._finger = self.model.joint("panda_finger_joint1").qposadr[0]
         self.lower = np.append(self.model.jnt_range[:ARM_DOFS, 0], 0.0)

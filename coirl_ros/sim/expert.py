@@ -54,10 +54,15 @@ class WaypointExpert:
         self.env = env
         self.plan = plan
         self.noise = noise
+        self.base_seed = seed
         self.rng = np.random.default_rng(seed)
         self.done = False
 
-    def reset(self) -> None:
+    def reset(self, episode_seed: int | None = None) -> None:
+        """Start the plan; with `episode_seed` the noise depends on that episode alone, so any
+        single episode of a batch can be reproduced on its own."""
+        if episode_seed is not None:
+            self.rng = np.random.default_rng([self.base_seed or 0, episode_seed])
         self._waypoints = self.plan(self.env)
         self._carrot, rot = self.env.tcp_pose()
         self._yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
@@ -111,7 +116,7 @@ def run_episode(
 ) -> bool:
     """Roll the expert out for one episode; `on_step(obs, action, reward, done)` sees every step."""
     obs, info = env.reset(seed=seed)
-    expert.reset()
+    expert.reset(seed)
     success = False
     for _ in range(env.horizon):
         action = expert.act(obs)

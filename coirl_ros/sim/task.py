@@ -21,7 +21,7 @@ class Task(ABC):
 
     name: str
     scene: str  # file name in sim/
-    horizon: int  # control steps at 20 Hz
+    horizon: int  # control steps at 20 Hz (the env scales it to its control rate)
     instruction: str
 
     def scene_path(self) -> Path:
