@@ -12,7 +12,6 @@ do better, a task where this probe already reaches ~100% is too easy to show fin
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -22,6 +21,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import torch
+from bench_common import write_csv  # bench/ is on sys.path when run as a script
 from torch import nn
 
 from coirl_ros.constants import ACTION, OBS_ENV_STATE, OBS_STATE
@@ -119,12 +119,7 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(f"| {task} | {n} | {rate:.0%} | {args.eval} | {row['seconds']:.0f} |", flush=True)
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.csv, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"csv: {args.csv}")
+    write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ exactly what `coirl demos generate` runs.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+from bench_common import write_csv  # bench/ is on sys.path when run as a script
 
 from coirl_ros.sim.env import ManipulationEnv
 from coirl_ros.sim.expert import WaypointExpert, run_episode
@@ -60,12 +61,7 @@ def main() -> None:
             f" {row['mean_steps']:.0f} / {row['horizon']} | {row['wall_s']:.0f} |",
             flush=True,
         )
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.csv, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"csv: {args.csv}")
+    write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ import gym_hil
 import gymnasium as gym
 import mujoco
 import numpy as np
+from bench_common import machine_info
 
 from coirl_ros.sim.env import EnvConfig, ManipulationEnv
 from coirl_ros.sim.tasks import make_task
@@ -262,18 +263,6 @@ def bench_setting(
 
 
 # ---- reporting ------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    # platform.processor() is empty on most Linux builds; /proc/cpuinfo has the real name.
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def gl_renderer() -> str:
     """The OpenGL renderer MuJoCo's offscreen context gets (llvmpipe = software, on the CPU)."""
     try:
@@ -303,27 +292,17 @@ def load_avg() -> str:
         return "?"
 
 
-def machine_info() -> dict[str, str]:
-    mem = ""
-    try:
-        with open("/proc/meminfo") as fh:
-            kb = int(fh.readline().split()[1])
-            mem = f"{kb / 2**20:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpu count": str(os.cpu_count()),
-        "cpu model": cpu_model(),
-        "memory": mem,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "mujoco": mujoco.__version__,
-        "gymnasium": gym.__version__,
-        "gym_hil": version("gym_hil"),
-        "MUJOCO_GL": os.environ.get("MUJOCO_GL", ""),
-        "GL renderer": gl_renderer(),
-        "platform": platform.platform(),
-    }
+def sim_machine_info() -> dict[str, str]:
+    return machine_info(
+        {
+            "mujoco": mujoco.__version__,
+            "gymnasium": gym.__version__,
+            "gym_hil": version("gym_hil"),
+            "MUJOCO_GL": os.environ.get("MUJOCO_GL", ""),
+            "GL renderer": gl_renderer(),
+            "platform": platform.platform(),
+        }
+    )
 
 
 def hz(s: Subject) -> str:
@@ -419,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         print(msg, flush=True)
 
     t_start = time.perf_counter()
-    info = machine_info()
+    info = sim_machine_info()
     info["load average at start"] = load_avg()
     log(
         f"simulation benchmark ({'quick' if args.quick else 'full'}): {sizes.seconds:g} s per env and "

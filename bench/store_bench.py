@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
+from bench_common import machine_info  # bench/ is on sys.path when run as a script
 
 from coirl_ros.constants import ACTION, DONE, OBS_STATE, TIMESTAMP, image_key
 from coirl_ros.data.episode_spec import EpisodeSpec
@@ -387,18 +388,6 @@ def sample_mode(
 
 
 # ---- reporting --------------------------------------------------------------------------------
-def cpu_model() -> str:
-    # platform.processor() is empty on most Linux builds; /proc/cpuinfo has the real name.
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def filesystem_of(path: Path) -> str:
     """Filesystem type holding `path` (tmpfs vs ext4 changes the recording numbers a lot)."""
     best, fstype = "", "unknown"
@@ -415,24 +404,14 @@ def filesystem_of(path: Path) -> str:
     return fstype
 
 
-def machine_info(base: Path) -> dict[str, str]:
-    mem = ""
-    try:
-        with open("/proc/meminfo") as fh:
-            kb = int(fh.readline().split()[1])
-            mem = f"{kb / 2**20:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpu count": str(os.cpu_count()),
-        "cpu model": cpu_model(),
-        "memory": mem,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "zarr": zarr.__version__,
-        "platform": platform.platform(),
-        "bench dir": f"{base} ({filesystem_of(base.resolve())})",
-    }
+def store_machine_info(base: Path) -> dict[str, str]:
+    return machine_info(
+        {
+            "zarr": zarr.__version__,
+            "platform": platform.platform(),
+            "bench dir": f"{base} ({filesystem_of(base.resolve())})",
+        }
+    )
 
 
 def markdown_table(results: list[Result]) -> str:
@@ -489,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         print(msg, flush=True)
 
     t_start = time.perf_counter()
-    info = machine_info(base)
+    info = store_machine_info(base)
     log(f"store benchmark ({'quick' if args.quick else 'full'}), scratch dir {base}")
     results: list[Result] = []
     try:
