@@ -61,6 +61,19 @@ def set_free_pose(model: mujoco.MjModel, data: mujoco.MjData, joint: str, pos, y
     data.qvel[jnt.dofadr[0] : jnt.dofadr[0] + 6] = 0.0
 
 
+def set_fixture_pose(
+    model: mujoco.MjModel, data: mujoco.MjData, body: str, x: float, y: float, yaw: float = 0.0
+) -> None:
+    """Stand a mocap fixture (peg, cabinet, machine, tripod) on the table at (x, y), turned by `yaw`.
+
+    Fixtures are mocap bodies: their pose lives in `data`, so reset can randomise it and physics
+    never moves it.
+    """
+    mocap = model.body(body).mocapid[0]
+    data.mocap_pos[mocap] = [x, y, 0.0]
+    data.mocap_quat[mocap] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+
+
 def free_pose(model: mujoco.MjModel, data: mujoco.MjData, joint: str) -> np.ndarray:
     """Position (3) and quaternion (4, wxyz) of a free-jointed body."""
     adr = model.joint(joint).qposadr[0]

@@ -19,7 +19,7 @@ import numpy as np
 
 from coirl_ros.sim.env import ManipulationEnv
 from coirl_ros.sim.expert import CLOSED, OPEN, Waypoint, offset
-from coirl_ros.sim.task import Task, free_pose, set_free_pose, yaw_of
+from coirl_ros.sim.task import Task, free_pose, set_fixture_pose, set_free_pose, yaw_of
 
 # Dimensions, mirrored from sim/coffee.xml (machine frame: holder axis at the origin, front to -x).
 POD_RADIUS, POD_HALF = 0.019, 0.02
@@ -93,9 +93,7 @@ class CoffeeTask(Task):
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
         xy = rng.uniform(MACHINE_XY_LOW, MACHINE_XY_HIGH)
         yaw = rng.uniform(-MACHINE_YAW, MACHINE_YAW)
-        mocap = model.body("coffee_machine").mocapid[0]
-        data.mocap_pos[mocap] = [xy[0], xy[1], 0.0]
-        data.mocap_quat[mocap] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        set_fixture_pose(model, data, "coffee_machine", xy[0], xy[1], yaw)
         data.qpos[model.joint("coffee_lid").qposadr[0]] = LID_OPEN
         base = to_world(model, data, [0.01, 0.0, 0.0])[:2]  # centre of the machine's footprint
         while True:

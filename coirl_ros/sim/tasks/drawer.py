@@ -9,13 +9,14 @@ frame, so the tasks and experts need not know where the cabinet stands or which 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import mujoco
 import numpy as np
 
 from coirl_ros.sim.env import ManipulationEnv
 from coirl_ros.sim.expert import CLOSED, OPEN, Waypoint, offset
+from coirl_ros.sim.task import free_pose, set_fixture_pose
 
 JOINT = "drawer"
 BODY = "drawer"
@@ -38,9 +39,7 @@ CARRY_Z = 0.22  # TCP height for carrying objects over the drawer front (its top
 
 def place_cabinet(model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
     """Stand the cabinet at a random place (front facing -y) with the drawer closed."""
-    mocap = model.body(CABINET).mocapid[0]
-    data.mocap_pos[mocap] = [rng.uniform(*CABINET_X), rng.uniform(*CABINET_Y), 0.0]
-    data.mocap_quat[mocap] = [1.0, 0.0, 0.0, 0.0]
+    set_fixture_pose(model, data, CABINET, rng.uniform(*CABINET_X), rng.uniform(*CABINET_Y))
     set_opening(model, data, 0.0)
 
 
@@ -110,14 +109,28 @@ def place_yaw(model: mujoco.MjModel, data: mujoco.MjData, current: float) -> flo
     return float(min(choices, key=lambda y: abs(y - current)))
 
 
-def open_drawer(env: ManipulationEnv, target: float = OPEN_TARGET) -> Iterator[Waypoint]:
-    """Grasp the handle from above, pull the drawer open to `target`, let go and back off upward."""
+def task_state(model: mujoco.MjModel, data: mujoco.MjData, object_joint: str) -> np.ndarray:
+    """A drawer task's privileged state: object pose (7), cabinet position (3), drawer opening (1)."""
+    return np.concatenate(
+        [free_pose(model, data, object_joint), cabinet_position(model, data), [opening(model, data)]]
+    )
+
+
+def grasp_handle(env: ManipulationEnv) -> Generator[Waypoint, None, float]:
+    """Come down on the handle from above and close on it; returns the grasp yaw."""
     model, data = env.model, env.data
     yaw = handle_yaw(model, data)
     handle = to_world(model, data, HANDLE)
     yield Waypoint(offset(handle, dz=0.08), yaw, HANDLE_OPEN, speed=0.3, tol=0.01)
     yield Waypoint(offset(handle, dz=-0.002), yaw, HANDLE_OPEN, speed=0.15, settle=2)
     yield Waypoint(offset(handle, dz=-0.002), yaw, CLOSED, settle=6)
+    return yaw
+
+
+def open_drawer(env: ManipulationEnv, target: float = OPEN_TARGET) -> Iterator[Waypoint]:
+    """Grasp the handle from above, pull the drawer open to `target`, let go and back off upward."""
+    model, data = env.model, env.data
+    yaw = yield from grasp_handle(env)
     # Pull from where the handle is now, by what is still missing.
     grip, _ = env.tcp_pose()
     goal = grip + pull_direction(model, data) * (target - opening(model, data))
@@ -129,11 +142,7 @@ def open_drawer(env: ManipulationEnv, target: float = OPEN_TARGET) -> Iterator[W
 def close_drawer(env: ManipulationEnv) -> Iterator[Waypoint]:
     """Grasp the handle of the open drawer from above, push it shut, let go and back off upward."""
     model, data = env.model, env.data
-    yaw = handle_yaw(model, data)
-    handle = to_world(model, data, HANDLE)
-    yield Waypoint(offset(handle, dz=0.08), yaw, HANDLE_OPEN, speed=0.3, tol=0.01)
-    yield Waypoint(offset(handle, dz=-0.002), yaw, HANDLE_OPEN, speed=0.15, settle=2)
-    yield Waypoint(offset(handle, dz=-0.002), yaw, CLOSED, settle=6)
+    yaw = yield from grasp_handle(env)
     # Push 3 mm past closed: the joint's end stop takes the rest.
     grip, _ = env.tcp_pose()
     goal = grip - pull_direction(model, data) * (opening(model, data) + 0.003)

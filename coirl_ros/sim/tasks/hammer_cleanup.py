@@ -38,13 +38,7 @@ class HammerCleanupTask(Task):
 
     def object_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         """Hammer position and quaternion (7), cabinet position (3), drawer opening (1)."""
-        return np.concatenate(
-            [
-                free_pose(model, data, "hammer"),
-                drawer.cabinet_position(model, data),
-                [drawer.opening(model, data)],
-            ]
-        )
+        return drawer.task_state(model, data, "hammer")
 
     def success(self, model: mujoco.MjModel, data: mujoco.MjData) -> bool:
         """Drawer closed (< 1 cm); both ends of the hammer (the handle's end, the head's centre)

@@ -31,13 +31,7 @@ class MugCleanupTask(Task):
 
     def object_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         """Mug position and quaternion (7), cabinet position (3), drawer opening (1)."""
-        return np.concatenate(
-            [
-                free_pose(model, data, "mug"),
-                drawer.cabinet_position(model, data),
-                [drawer.opening(model, data)],
-            ]
-        )
+        return drawer.task_state(model, data, "mug")
 
     def success(self, model: mujoco.MjModel, data: mujoco.MjData) -> bool:
         """Drawer closed (< 1 cm), the mug's centre over the drawer's interior, its bottom within

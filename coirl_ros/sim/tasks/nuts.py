@@ -17,7 +17,7 @@ import numpy as np
 
 from coirl_ros.sim.env import ManipulationEnv
 from coirl_ros.sim.expert import CLOSED, OPEN, Waypoint, grasp_yaw, offset
-from coirl_ros.sim.task import free_pose, yaw_of
+from coirl_ros.sim.task import free_pose, set_fixture_pose, yaw_of
 
 PEG_HEIGHT = 0.10
 NUT_HALF_HEIGHT = 0.008  # the nut rests with its centre at this height
@@ -55,9 +55,7 @@ def check_handle(model: mujoco.MjModel, geom: str) -> None:
 
 # ---- pegs ----------------------------------------------------------------------------------------
 def set_peg(model: mujoco.MjModel, data: mujoco.MjData, body: str, xy, yaw: float = 0.0) -> None:
-    mocap = model.body(body).mocapid[0]
-    data.mocap_pos[mocap] = [xy[0], xy[1], 0.0]
-    data.mocap_quat[mocap] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+    set_fixture_pose(model, data, body, xy[0], xy[1], yaw)
 
 
 def peg_pose(model: mujoco.MjModel, data: mujoco.MjData, body: str) -> tuple[np.ndarray, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from coirl_ros.sim.env import ManipulationEnv
 from coirl_ros.sim.expert import CLOSED, OPEN, Waypoint, offset
 from coirl_ros.sim.kinematics import top_down_rotation
-from coirl_ros.sim.task import Task, free_pose, set_free_pose, yaw_of
+from coirl_ros.sim.task import Task, free_pose, set_fixture_pose, set_free_pose, yaw_of
 
 # Dimensions, mirrored from sim/threading.xml.
 RING_HEIGHT = 0.06  # ring centre above the table (tripod frame: axis along x)
@@ -80,9 +80,7 @@ class ThreadingTask(Task):
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
         xy = rng.uniform(TRIPOD_XY_LOW, TRIPOD_XY_HIGH)
         ring_yaw = rng.uniform(-TRIPOD_YAW, TRIPOD_YAW)
-        mocap = model.body("tripod").mocapid[0]
-        data.mocap_pos[mocap] = [xy[0], xy[1], 0.0]
-        data.mocap_quat[mocap] = [np.cos(ring_yaw / 2), 0.0, 0.0, np.sin(ring_yaw / 2)]
+        set_fixture_pose(model, data, "tripod", xy[0], xy[1], ring_yaw)
         while True:
             pos = rng.uniform(NEEDLE_XY_LOW, NEEDLE_XY_HIGH)
             yaw = ring_yaw + rng.uniform(-NEEDLE_TURN, NEEDLE_TURN)
