@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from coirl_ros.configs.loading import ConfigModel
 
@@ -32,6 +32,17 @@ class CriticConfig(ConfigModel):
     pretrain_steps: Annotated[int, Field(ge=0)] = 5_000
     pretrain_lr: LearningRate = 1e-4
     grad_penalty: Annotated[float, Field(ge=0)] = 1.0
+    # Support of the categorical head; null: +-MAX_REWARD/(1-gamma) for csil, [0, 1] for sparse.
+    v_min: float | None = None
+    v_max: float | None = None
+
+    @model_validator(mode="after")
+    def _support_ordered(self) -> CriticConfig:
+        if (self.v_min is None) != (self.v_max is None):
+            raise ValueError("set both v_min and v_max, or neither")
+        if self.v_min is not None and self.v_max is not None and not self.v_min < self.v_max:
+            raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
+        return self
 
 
 class LearnerConfig(ConfigModel):
@@ -49,6 +60,9 @@ class LearnerConfig(ConfigModel):
     actor_lr: LearningRate = 3e-4
     critic_lr: LearningRate = 3e-4
     reward_lr: LearningRate = 1e-3
+    refine_reward: bool = True  # CSIL default: the reward keeps learning online (DESIGN.md 2.4)
+    sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
+    warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update
     bc: BCConfig = BCConfig()
     critic: CriticConfig = CriticConfig()
     publish_every_updates: PositiveInt = 500

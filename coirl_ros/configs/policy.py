@@ -32,8 +32,9 @@ class ResidualConfig(ConfigModel):
     """How the small per-step policy combines with the base action (DESIGN.md 2.5)."""
 
     composition: Literal["residual", "ensemble"] = "residual"
-    scale: Annotated[float, Field(gt=0, le=1)] = 0.1  # residual = scale * tanh(.), in normalised units
-    hidden_sizes: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [256, 256]
+    # residual = scale * tanh(.), in normalised units. The network is the learner's BC policy
+    # architecture (learner.yaml `bc:`): the actor starts as a copy of pi_BC.
+    scale: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
 class PolicyConfig(ConfigModel):

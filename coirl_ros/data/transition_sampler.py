@@ -11,6 +11,7 @@ the data; right for the 84x84 images a learner trains on).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,7 +30,7 @@ from coirl_ros.constants import (
     REWARD,
     TIMESTAMP,
 )
-from coirl_ros.data.episode_store import CorruptEpisodeError, EpisodeMeta, EpisodeStore, StoreError
+from coirl_ros.data.episode_store import CorruptEpisodeError, Episode, EpisodeMeta, EpisodeStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,20 @@ class TransitionSampler:
     need the true next observation, which was never recorded.
     """
 
-    def __init__(self, store: EpisodeStore, images: Literal["none", "lazy", "preload"] = "none") -> None:
+    def __init__(
+        self,
+        store: EpisodeStore,
+        images: Literal["none", "lazy", "preload"] = "none",
+        on_load: Callable[[Episode], None] | None = None,
+    ) -> None:
+        """`on_load(episode)` may rewrite an episode's low-dimensional arrays in place as it is loaded
+        (same shapes and dtypes), e.g. fill in the base actions a teleoperated demo was recorded
+        without; the store itself is never modified."""
         if images not in ("none", "lazy", "preload"):
             raise ValueError(f"images must be 'none', 'lazy' or 'preload', got {images!r}")
         self.store = store
         self.image_mode = images
+        self.on_load = on_load
         self.image_keys = store.spec.image_keys() if images != "none" else []
         self.lowdim_keys = list(LOWDIM_KEYS) + ([OBS_ENV_STATE] if store.spec.env_state_dim else [])
         self._reset()
@@ -123,6 +133,12 @@ class TransitionSampler:
         keys = self.lowdim_keys + (self.image_keys if self.image_mode == "preload" else [])
         # Everything that can fail (validation, a concurrent delete) happens before the first append.
         episode = self.store.read_episode(index, keys)
+        if self.on_load is not None:
+            shapes = {k: (v.shape, v.dtype) for k, v in episode.data.items()}
+            self.on_load(episode)
+            changed = [k for k, v in episode.data.items() if (v.shape, v.dtype) != shapes.get(k)]
+            if changed:
+                raise ValueError(f"on_load changed the shape or dtype of {changed} in episode {index}")
         images: dict[str, zarr.Array] = {}
         if self.image_mode == "lazy":
             try:
@@ -176,6 +192,8 @@ class TransitionSampler:
         if OBS_ENV_STATE in self._buffers:
             batch[NEXT + OBS_ENV_STATE] = self._buffers[OBS_ENV_STATE].view[next_rows]
         batch[NEXT + ACTION] = self._buffers[ACTION].view[next_rows]
+        # The residual policy at s' also sees the base action proposed there.
+        batch[NEXT + ACTION_BASE] = self._buffers[ACTION_BASE].view[next_rows]
         batch["episode_index"] = self._frame_episode.view[rows]
         batch["frame_index"] = self._frame_t.view[rows]
         if self.image_mode == "preload":

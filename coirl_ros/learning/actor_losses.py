@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +20,26 @@ def frozen_copy(policy: nn.Module) -> nn.Module:
     return prior
 
 
+@contextmanager
+def _critic_as_function(critic: nn.Module) -> Iterator[nn.Module]:
+    """The critic in eval mode with its parameters frozen, restored afterwards.
+
+    Eval mode: batch-norm statistics (XQC) must not couple the rows of the actor's batch. Frozen
+    parameters: the actor only needs ∇_a Q; computing weight gradients too roughly doubles the
+    critic's backward cost and would leave stale gradients on the critic.
+    """
+    was_training = critic.training
+    flags = [p.requires_grad for p in critic.parameters()]
+    critic.eval()
+    critic.requires_grad_(False)
+    try:
+        yield critic
+    finally:
+        critic.train(was_training)
+        for p, flag in zip(critic.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def kl_regularised_actor_loss(
     policy: nn.Module, bc_prior: nn.Module, critic: nn.Module, obs: Tensor, beta: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -25,22 +47,16 @@ def kl_regularised_actor_loss(
 
     The KL is the analytic one between the pre-squash Gaussians (CSIL++): exact, zero-variance,
     and exactly 0 at initialisation when the actor is a copy of π_BC, which is what makes the
-    start coherent. `obs` mixes demonstration and replay states. The critic is read in eval mode
-    so that batch-norm statistics (XQC) do not couple the rows of the actor's batch. The critic's
-    parameters also accumulate gradients here: step only the actor's optimiser, and zero the
-    critic's gradients before its own update.
+    start coherent. `obs` mixes demonstration and replay states. The critic is read as a fixed
+    function (eval mode, no parameter gradients; see `_critic_as_function`).
     """
     dist = policy(obs)
     action, _ = dist.rsample()
     with torch.no_grad():
         prior = bc_prior(obs)
     kl = gaussian_kl(dist.mean, dist.std, prior.mean, prior.std)
-    was_training = critic.training
-    critic.eval()
-    try:
+    with _critic_as_function(critic):
         q = critic(obs, action)
-    finally:
-        critic.train(was_training)
     loss = (beta * kl - q).mean()
     metrics = {
         "losses/actor": loss.detach(),
@@ -48,3 +64,25 @@ def kl_regularised_actor_loss(
         "actor/q": q.mean().detach(),
     }
     return loss, metrics
+
+
+def entropy_regularised_actor_loss(
+    policy: nn.Module, critic: nn.Module, obs: Tensor, temperature: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The sparse-reward baseline's actor (SAC with a fixed temperature, no BC prior):
+
+        L(θ) = E_s[ temperature · log π_θ(a|s) − Q(s, a) ],  a ~ π_θ(·|s) (reparameterised).
+
+    Q lives in [0, 1] there (success probability), so the temperature must be small (1e-3) or the
+    entropy bonus drowns the signal. The critic is read as a fixed function, as in
+    `kl_regularised_actor_loss`.
+    """
+    action, log_pi = policy(obs).rsample()
+    with _critic_as_function(critic):
+        q = critic(obs, action)
+    loss = (temperature * log_pi - q).mean()
+    return loss, {
+        "losses/actor": loss.detach(),
+        "actor/log_pi": log_pi.mean().detach(),
+        "actor/q": q.mean().detach(),
+    }

@@ -36,3 +36,27 @@ def coherent_reward(
     with torch.set_grad_enabled(requires_grad):
         log_ratio = policy(obs).log_prob(action) - uniform_prior_log_prob(action_dim)
         return scale * log_ratio
+
+
+def reward_refinement_loss(
+    demo_reward: torch.Tensor, replay_reward: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CSIL's online reward refinement (DESIGN 2.4; the reference's `refine_reward`):
+
+        L(ψ) = − mean_demo r_ψ(s, a) + mean_replay [ exp(−max(r_ψ, −5)) − 1 + r_ψ ]
+
+    from rewards r_ψ = `coherent_reward(ψ, ..., requires_grad=True)` of a trainable copy ψ of π_BC
+    on demonstration and replay pairs (the learner computes them once per batch and reuses them,
+    detached, in the critic's target). The first term raises the reward of demonstrated actions
+    (more BC likelihood); the second is the non-negative estimator log(1/ρ)+ρ−1 of a KL (ρ = e^{−r})
+    and pushes large rewards on the learner's own replay down, so the policy cannot farm reward where
+    the demonstrations never went. Rewards below −5 are clipped inside the exp only: a few very
+    unlikely replay actions would otherwise dominate the batch.
+    """
+    kl_estimate = (torch.exp(-replay_reward.clamp(min=-5.0)) - 1.0 + replay_reward).mean()
+    loss = -demo_reward.mean() + kl_estimate
+    return loss, {
+        "losses/reward": loss.detach(),
+        "reward/demo": demo_reward.mean().detach(),
+        "reward/replay": replay_reward.mean().detach(),
+    }
