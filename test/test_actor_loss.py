@@ -65,3 +65,13 @@ def test_critic_mode_is_restored_and_the_actor_gets_gradients() -> None:
     loss.backward()
     assert critic.training, "the critic's train/eval mode must be restored"
     assert any(p.grad is not None for p in bc.parameters())
+
+
+def test_actor_loss_leaves_the_critic_without_gradients_and_trainable() -> None:
+    torch.manual_seed(0)
+    bc = HetStatPolicy(obs_dim=4, action_dim=3, hidden_sizes=(32, 32), num_features=32)
+    critic = LayerNormCritic(4, 3, (32,)).train()
+    loss, _ = kl_regularised_actor_loss(bc, frozen_copy(bc), critic, torch.randn(16, 4), beta=0.01)
+    loss.backward()
+    assert all(p.grad is None for p in critic.parameters()), "the actor step must not touch critic grads"
+    assert all(p.requires_grad for p in critic.parameters()), "the critic must stay trainable afterwards"

@@ -158,6 +158,10 @@ class Learner:
         self.bc_optim = torch.optim.Adam(self.bc_policy.parameters(), lr=cfg.bc.lr, fused=True)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
+        warmup = cfg.actor_warmup_updates
+        self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.actor_optim, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
         # SGD, as the reference: Adam's per-parameter scaling lets the reward drift far on rare states.
         self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
 
@@ -368,6 +372,7 @@ class Learner:
         self.actor_optim.zero_grad(set_to_none=True)
         a_loss.backward()
         self.actor_optim.step()
+        self.actor_schedule.step()
         metrics |= m
         return metrics
 
@@ -428,6 +433,9 @@ class Learner:
             "reward": self.reward_optim,
         }
 
+    def _schedules(self) -> dict[str, Any]:
+        return {"actor": self.actor_schedule}
+
     def save_checkpoint(self, path: str | Path) -> Path:
         """Everything needed to continue exactly: networks, optimisers, RNG states, counters.
 
@@ -444,6 +452,7 @@ class Learner:
             "state": asdict(self.state),
             "modules": {k: m.state_dict() for k, m in self._modules().items()},
             "optimisers": {k: o.state_dict() for k, o in self._optimisers().items()},
+            "schedules": {k: s.state_dict() for k, s in self._schedules().items()},
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
             "saved_unix": time.time(),
         }
@@ -483,7 +492,10 @@ class Learner:
             module.load_state_dict(payload["modules"][name])
         for name, optim in self._optimisers().items():
             optim.load_state_dict(payload["optimisers"][name])
+        for name, schedule in self._schedules().items():
+            schedule.load_state_dict(payload["schedules"][name])
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         torch.set_rng_state(payload["rng"]["torch"])
         self.state = TrainingState(**payload["state"])
+        self.refresh()
         return self.state

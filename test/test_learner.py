@@ -1,0 +1,226 @@
+"""The learner object: coherent start, methods a flag apart, UTD bookkeeping, snapshots, checkpoints.
+
+The store is a real zarr episode store holding a small synthetic task: the state is a point in the
+plane, the demonstrator's action moves it toward the origin, the base proposes zero. Networks are
+shrunk so each test runs in about a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coirl_ros.configs import LearnerConfig
+from coirl_ros.constants import ACTION, ACTION_BASE, DONE, NEXT, OBS_STATE, REWARD
+from coirl_ros.data import EpisodeSpec, EpisodeStore
+from coirl_ros.data.transition_sampler import TransitionSampler
+from coirl_ros.learning.distributions import gaussian_kl
+from coirl_ros.learning.learner import Learner, LearnerError
+from coirl_ros.learning.residual_policy import ResidualPolicy, policy_action_from_executed
+from coirl_ros.learning.weight_snapshot import SnapshotError, WeightSnapshot
+
+SPEC = EpisodeSpec(state_dim=2, action_dim=2, fps=20.0)
+SCALE = 0.5
+SMALL = {
+    "batch_size": 64,
+    "bc": {"steps": 600, "lr": 3e-3, "hidden_sizes": [32, 32], "num_features": 64, "bottleneck": 8},
+    "critic": {"hidden_sizes": [64, 64], "pretrain_steps": 100, "num_bins": 51},
+}
+
+
+def _config(**overrides: object) -> LearnerConfig:
+    return LearnerConfig.model_validate({**SMALL, **overrides})
+
+
+def _record(store: EpisodeStore, source: str, episodes: int, seed: int, noise: float) -> None:
+    """Episodes of 20 steps: s' = s + 0.1·u; demos act u = clip(-2s, ±0.9), rollouts add `noise`."""
+    rng = np.random.default_rng(seed)
+    with store.writer() as writer:
+        for _ in range(episodes):
+            writer.begin_episode("reach", source)
+            s = rng.uniform(-1, 1, 2).astype(np.float32)
+            for _t in range(20):
+                a = np.clip(-2 * s + noise * rng.normal(size=2), -0.9, 0.9).astype(np.float32) * SCALE
+                done = bool(np.linalg.norm(s) < 0.05)
+                writer.add_frame({OBS_STATE: s, ACTION: a, REWARD: float(done), DONE: done})
+                if done:
+                    break
+                s = (s + 0.1 * a / SCALE).astype(np.float32)
+            writer.save_episode(success=done)
+
+
+@pytest.fixture
+def demo_store(tmp_path: Path) -> EpisodeStore:
+    store = EpisodeStore.create(tmp_path / "episodes.zarr", SPEC)
+    _record(store, "teleop", episodes=20, seed=0, noise=0.0)
+    return store
+
+
+def _with_rollouts(store: EpisodeStore) -> EpisodeStore:
+    _record(store, "policy", episodes=10, seed=1, noise=1.0)
+    return store
+
+
+def test_pretraining_needs_demonstrations(tmp_path: Path) -> None:
+    empty = EpisodeStore.create(tmp_path / "empty.zarr", SPEC)
+    with pytest.raises(LearnerError, match="no demonstrations"):
+        Learner(_config(), empty, scale=SCALE).pretrain()
+
+
+def test_train_before_pretrain_is_an_error(demo_store: EpisodeStore) -> None:
+    with pytest.raises(LearnerError, match="pretrain"):
+        Learner(_config(), demo_store, scale=SCALE).train(1)
+
+
+def test_policy_actions_invert_both_compositions() -> None:
+    base = np.array([0.2, -0.9], np.float32)
+    u = np.array([0.5, -0.4], np.float32)
+    assert np.allclose(policy_action_from_executed(base + 0.1 * u, base, "residual", 0.1), u, atol=1e-6)
+    assert np.allclose(policy_action_from_executed((base + u) / 2, base, "ensemble", 0.1), u, atol=1e-6)
+
+
+def test_bc_pretraining_fits_the_demonstrations(demo_store: EpisodeStore) -> None:
+    losses: list[float] = []
+    learner = Learner(_config(method="bc"), demo_store, scale=SCALE)
+    learner.pretrain(progress=lambda phase, step, total, m: losses.append(m["losses/bc_mse"]))
+    assert losses[-1] < 0.2 * losses[0], f"BC MSE must fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+    policy = learner.acting_policy
+    s = np.array([0.2, -0.1], np.float32)
+    u = policy.act(np.concatenate([s, np.zeros(2, np.float32)]))
+    assert np.allclose(u, np.clip(-2 * s, -0.9, 0.9), atol=0.1), "π_BC should reproduce the demonstrator"
+    assert learner.train(10) == {}, "the BC baseline does not train online"
+
+
+@pytest.mark.parametrize("warmup", [1000, 0])
+def test_csil_starts_coherent_and_stays_near_bc_over_the_first_updates(
+    demo_store: EpisodeStore, warmup: int
+) -> None:
+    learner = Learner(
+        _config(method="csil", actor_warmup_updates=warmup), _with_rollouts(demo_store), scale=SCALE
+    )
+    learner.pretrain()
+    demo = learner._tensors(learner.sampler.sample(256, np.random.default_rng(5), "demo"))
+
+    def kl_to_bc(policy: ResidualPolicy) -> float:
+        with torch.no_grad():
+            p, q = policy(demo["x"]), learner.bc_prior(demo["x"])
+            return float(gaussian_kl(p.mean, p.std, q.mean, q.std).mean())
+
+    assert kl_to_bc(learner.actor) == 0.0, "the actor must start as an exact copy of π_BC"
+    # The coherent reward ranks the demonstrated action above random ones at demo states.
+    with torch.no_grad():
+        r_demo = learner.reward_policy(demo["x"]).log_prob(demo["u"]).mean()
+        r_rand = learner.reward_policy(demo["x"]).log_prob(torch.rand_like(demo["u"]) * 2 - 1).mean()
+    assert r_demo > r_rand + 1.0
+    kls = []
+    for _ in range(5):
+        learner.train(4)
+        kls.append(kl_to_bc(learner.actor))
+    # An incoherent start (the same actor loss from a fresh policy) sits orders of magnitude away.
+    fresh = kl_to_bc(ResidualPolicy(2, 2, [32, 32], 8, 64))
+    if warmup == 0:
+        # Without the actor's learning-rate warm-up, Adam's first steps (~lr in every weight, however
+        # small the gradient) push the actor off π_BC at once: the reason the warm-up is the default.
+        assert max(kls) > 0.1, f"expected the unwarmed start to jump: {kls}"
+        return
+    assert max(kls) < 0.01, f"KL(π_θ‖π_BC) on demo states over the first 20 updates: {kls}"
+    assert fresh > 100 * max(max(kls), 1e-3)
+
+
+def test_sparse_baseline_starts_at_the_base_and_learns_a_bounded_value(demo_store: EpisodeStore) -> None:
+    learner = Learner(_config(method="sparse"), _with_rollouts(demo_store), scale=SCALE)
+    learner.pretrain()
+    x = np.array([0.3, 0.3, 0.0, 0.0], np.float32)
+    assert np.allclose(learner.actor.act(x), 0.0), "a fresh residual adds nothing to the base"
+    assert learner.value_range == (0.0, 1.0), "sparse targets are success probabilities"
+    first = learner.train(1)
+    later = learner.train(30)
+    assert 0.0 <= later["critic/q_mean"] <= 1.0
+    assert later["losses/critic_td_ce"] < first["losses/critic_td_ce"]
+
+
+def test_updates_follow_the_utd_ratio_and_warmup(demo_store: EpisodeStore) -> None:
+    learner = Learner(_config(utd_ratio=0.5, warmup_env_steps=10), demo_store, scale=SCALE)
+    assert learner.add_env_steps(10) == 0, "nothing is due during warm-up"
+    assert learner.add_env_steps(20) == 10
+    assert learner.add_env_steps(3) == 1  # int(23 * 0.5) = 11 updates owed in total
+
+
+def test_sampler_fills_base_actions_on_load_and_returns_them_for_next_states(tmp_path: Path) -> None:
+    store = EpisodeStore.create(tmp_path / "e.zarr", SPEC)
+    _record(store, "teleop", episodes=2, seed=0, noise=0.0)
+
+    def fill(episode):
+        episode.data[ACTION_BASE] = np.tile(np.arange(len(episode), dtype=np.float32)[:, None], (1, 2))
+
+    sampler = TransitionSampler(store, on_load=fill)
+    sampler.refresh()
+    batch = sampler.sample(64, np.random.default_rng(0))
+    t = batch["frame_index"].astype(np.float32)
+    assert np.array_equal(batch[ACTION_BASE][:, 0], t)
+    assert np.array_equal(batch[NEXT + ACTION_BASE][:, 0], np.where(batch[DONE], t, t + 1))
+
+    def bad(episode):
+        episode.data[ACTION_BASE] = np.zeros((len(episode), 3), np.float32)
+
+    with pytest.raises(ValueError, match="changed the shape"):
+        TransitionSampler(store, on_load=bad).refresh()
+
+
+def test_snapshot_round_trip_acts_identically_and_rejects_another_spec(demo_store: EpisodeStore) -> None:
+    learner = Learner(_config(method="bc"), demo_store, scale=SCALE)
+    learner.pretrain()
+    first, second = learner.snapshot(), learner.snapshot()
+    assert (first.version, second.version) == (1, 2)
+    received = WeightSnapshot.from_bytes(second.to_bytes())
+    fresh = ResidualPolicy(2, 2, [32, 32], 8, 64)
+    received.load_into(fresh, learner.policy_spec(), min_version=first.version)
+    x = np.array([0.1, 0.4, 0.0, 0.0], np.float32)
+    assert np.array_equal(fresh.act(x), learner.actor.act(x)), "normalisation must travel with the weights"
+    other = learner.policy_spec().__class__(**{**learner.policy_spec().__dict__, "scale": 0.2})
+    with pytest.raises(SnapshotError, match="scale"):
+        received.load_into(fresh, other)
+    with pytest.raises(SnapshotError, match="version"):
+        received.load_into(fresh, learner.policy_spec(), min_version=second.version)
+
+
+@pytest.mark.parametrize("kind", ["xqc", "layernorm_mlp"])
+def test_checkpoint_resume_continues_exactly(demo_store: EpisodeStore, tmp_path: Path, kind: str) -> None:
+    store = _with_rollouts(demo_store)
+    config = _config(method="csil", critic={**SMALL["critic"], "kind": kind})
+    learner = Learner(config, store, scale=SCALE)
+    learner.pretrain()
+    learner.add_env_steps(100)
+    learner.train(5)
+    path = learner.save_checkpoint(tmp_path / "ckpt" / "learner.pt")
+    learner.train(3)
+    expected = {k: v.clone() for k, v in learner.actor.state_dict().items()}
+    critic_expected = {k: v.clone() for k, v in learner.critic.state_dict().items()}
+
+    resumed = Learner(config, store, scale=SCALE)
+    state = resumed.load_checkpoint(path)
+    assert (state.phase, state.updates, state.env_steps) == ("online", 5, 100)
+    assert resumed.pretrain() == {}, "a resumed learner does not pre-train again"
+    resumed.train(3)
+    for key, value in resumed.actor.state_dict().items():
+        assert torch.equal(value, expected[key]), f"actor {key} diverged after resume"
+    for key, value in resumed.critic.state_dict().items():
+        assert torch.equal(value, critic_expected[key]), f"critic {key} diverged after resume"
+    assert [p.name for p in path.parent.iterdir()] == ["learner.pt"], "no temporary files left behind"
+
+
+def test_checkpoint_from_another_config_or_a_torn_file_is_refused(
+    demo_store: EpisodeStore, tmp_path: Path
+) -> None:
+    learner = Learner(_config(method="bc"), demo_store, scale=SCALE)
+    path = learner.save_checkpoint(tmp_path / "learner.pt")
+    with pytest.raises(LearnerError, match="written with learner config"):
+        Learner(_config(method="bc", batch_size=32), demo_store, scale=SCALE).load_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(LearnerError, match="not a readable"):
+        Learner(_config(method="bc"), demo_store, scale=SCALE).load_checkpoint(path)
+    with pytest.raises(LearnerError, match="no learner checkpoint"):
+        learner.load_checkpoint(tmp_path / "missing.pt")
