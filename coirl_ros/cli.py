@@ -177,11 +177,70 @@ def cmd_demos_generate(args: argparse.Namespace) -> int:
         noise=args.noise,
         seed=args.seed,
         keep_failures=args.keep_failures,
+        action_mode=args.action_mode,
     )
     print(report)
     if len(report.saved) < args.n:
         print(f"coirl: error: only {len(report.saved)} of {args.n} demos saved", file=sys.stderr)
         return 1
+    return 0
+
+
+# ---- bench -------------------------------------------------------------------------------------
+def cmd_bench_learn(args: argparse.Namespace) -> int:
+    import torch
+
+    from coirl_ros.experiment import ExperimentConfig, plot_curves, read_rows, run_experiment, summarise
+    from coirl_ros.policies.local_bc_base import LocalBCConfig
+
+    torch.set_num_threads(args.threads)
+    learner = load_config(args.learner_config, LearnerConfig) if args.learner_config else LearnerConfig()
+    overrides = {
+        "bc": learner.bc.model_copy(update={"steps": args.bc_steps} if args.bc_steps else {}),
+        "critic": learner.critic.model_copy(
+            update={"pretrain_steps": args.critic_pretrain_steps}
+            if args.critic_pretrain_steps is not None
+            else {}
+        ),
+    }
+    if args.utd:
+        overrides["utd_ratio"] = args.utd
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    # model_copy skips validation: round-trip through the validator so a bad override is a clear error.
+    learner = LearnerConfig.model_validate(learner.model_copy(update=overrides).model_dump())
+    config = ExperimentConfig(
+        task=args.task,
+        methods=tuple(args.method),
+        seeds=args.seeds,
+        env_steps=args.env_steps,
+        demos=args.demos,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        requery_every=args.requery,
+        scale=args.scale,
+        base=LocalBCConfig(steps=args.base_steps),
+        learner=learner,
+        out_dir=Path(args.out),
+    )
+    csv_path = config.task_dir / f"curves_d{config.demos}.csv"
+    if not args.plot_only:
+        run_experiment(config, csv_path)
+    rows = [r for r in read_rows(csv_path) if r["demos"] == config.demos]
+    png = plot_curves(rows, csv_path.with_suffix(".png"), f"{config.task}, {config.demos} demos")
+    print("| method | seeds | eval episodes | success at 0 | final (mean ± std) | steps to 90% |", end="")
+    print(" max drop below base |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in summarise(rows):
+        reached = row["steps_to_target"]
+        drop = row["max_drop_below_base"]
+        print(
+            f"| {row['method']} | {row['seeds']} | {row['eval_episodes']} | {row['start']:.0%} |"
+            f" {row['final']:.0%} ± {row['final_std']:.0%} |"
+            f" {reached if reached is not None else f'not within {row["last_step"]}'} |"
+            f" {'' if drop is None else f'{drop:.0%}'} |"
+        )
+    print(f"curves: {csv_path} and {png}")
     return 0
 
 
@@ -243,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.002, help="expert noise, metres (std of the TCP target)")
     p.add_argument("--seed", type=int, default=0, help="first seed; episodes use seed, seed+1, ...")
     p.add_argument("--keep-failures", action="store_true", help="also save failed attempts (success=false)")
+    p.add_argument(
+        "--action-mode",
+        choices=["joint", "ee_delta"],
+        default="joint",
+        help="record joint targets (8) or normalised TCP deltas (7, what the local BC base acts in)",
+    )
     p.set_defaults(func=cmd_demos_generate)
 
     config = sub.add_parser("config", help="validate configuration files")
@@ -251,6 +316,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*")
     p.add_argument("--kind", choices=list(CONFIG_KINDS))
     p.set_defaults(func=cmd_config_check)
+
+    bench = sub.add_parser("bench", help="learning-curve experiments in simulation")
+    ben = bench.add_subparsers(dest="action", required=True)
+    p = ben.add_parser("learn", help="fine-tune the residual on a sim task; curves of every method")
+    p.add_argument("--task", default="square")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=["base", "bc", "csil", "sparse"],
+        choices=["base", "bc", "csil", "sparse"],
+    )
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--env-steps", type=int, default=50_000, help="online env steps per run")
+    p.add_argument("--demos", type=int, default=25)
+    p.add_argument("--eval-every", type=int, default=5_000, help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--requery", type=int, default=10, help="control steps between base queries")
+    p.add_argument("--scale", type=float, default=0.1, help="residual scale (normalised action units)")
+    p.add_argument("--base-steps", type=int, default=3000, help="training steps of the local BC base")
+    p.add_argument("--learner-config", default="", help="learner YAML (default: built-in defaults)")
+    p.add_argument("--bc-steps", type=int, default=0, help="override bc.steps")
+    p.add_argument("--critic-pretrain-steps", type=int, default=None, help="override critic.pretrain_steps")
+    p.add_argument("--utd", type=float, default=0.0, help="override utd_ratio")
+    p.add_argument("--batch-size", type=int, default=0, help="override batch_size")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--out", default="runs/bench_learn")
+    p.add_argument("--plot-only", action="store_true", help="re-plot and summarise the existing CSV")
+    p.set_defaults(func=cmd_bench_learn)
 
     p = sub.add_parser("demo", help="run the end-to-end demo of what exists so far")
     p.add_argument("--out", default="runs/demo")

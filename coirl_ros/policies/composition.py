@@ -112,3 +112,14 @@ class ComposedPolicy:
         else:
             action = compose_ensemble(base, np.clip(out, -1.0, 1.0))
         return action, base, action - base
+
+
+def base_actions_along(runner: ChunkedBaseRunner, observations: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The base actions the runner would have proposed along a recorded episode, [T, action_dim].
+
+    The learner needs a_base at demonstration states (the residual's input and target), but a
+    teleoperated demo is recorded without the base running. Replaying the base over the recorded
+    observations with the same re-query schedule reproduces what it would have proposed there.
+    """
+    runner.reset()
+    return np.stack([runner.base_action(obs) for obs in observations]).astype(np.float32)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from coirl_ros.constants import ACTION, DONE, OBS_ENV_STATE, OBS_STATE, REWARD, TIMESTAMP, image_key
 from coirl_ros.data import EpisodeSpec, EpisodeStore, EpisodeWriter
-from coirl_ros.sim.env import EnvConfig, ManipulationEnv
+from coirl_ros.sim.env import ActionMode, EnvConfig, ManipulationEnv
 from coirl_ros.sim.expert import WaypointExpert
 from coirl_ros.sim.tasks import expert_plan, make_task
 
@@ -35,13 +35,15 @@ class DemoReport:
 
 
 def demo_spec(env: ManipulationEnv) -> EpisodeSpec:
-    """Store spec for demos from `env`: 8-dim state and joint-target actions, its cameras, and the
-    task's privileged object state (state-based learners and BC probes train on it)."""
+    """Store spec for demos from `env`: 8-dim state, actions in the env's action mode (8 joint
+    targets, or the 7-dim normalised ee_delta), its cameras, and the task's privileged object state
+    (state-based learners and the local BC base train on it)."""
     size = env.config.image_size
     cams = tuple((c, size) for c in env.config.cameras) if size is not None else ()
     env_dim = env.observation_space["object"].shape[0]
+    action_dim = env.action_space.shape[0]  # 8 (joint) or 7 (ee_delta)
     return EpisodeSpec(
-        state_dim=8, action_dim=8, cameras=cams, fps=env.config.control_hz, env_state_dim=env_dim
+        state_dim=8, action_dim=action_dim, cameras=cams, fps=env.config.control_hz, env_state_dim=env_dim
     )
 
 
@@ -54,14 +56,20 @@ def generate_demos(
     seed: int = 0,
     keep_failures: bool = False,
     progress: bool = True,
+    action_mode: ActionMode = "joint",
 ) -> DemoReport:
     """Roll out the task's scripted expert until `n` episodes are saved (or `n` attempts with
-    `keep_failures`), recording every step: state, joint-target action, reward, done.
+    `keep_failures`), recording every step: state, action, reward, done.
+
+    `action_mode` picks what is recorded as the action: absolute joint targets ("joint", 8-dim)
+    or the normalised end-effector deltas ("ee_delta", 7-dim in [-1, 1]) that the local BC base
+    and the residual policy act in. The expert emits whichever the env is in. A store holds one
+    action mode: appending ee_delta demos to a joint-mode store fails (the specs differ).
 
     Seeds run `seed, seed + 1, ...`, so the same call reproduces the same demonstrations.
     Failed attempts are dropped unless `keep_failures` (they are saved with success=False).
     """
-    env = ManipulationEnv(make_task(task), EnvConfig(image_size=image_size, action_mode="joint"))
+    env = ManipulationEnv(make_task(task), EnvConfig(image_size=image_size, action_mode=action_mode))
     try:
         store = EpisodeStore.create(store_root, demo_spec(env), exist_ok=True)
         expert = WaypointExpert(env, expert_plan(task), noise=noise, seed=seed)

@@ -1,0 +1,374 @@
+"""Learning-curve experiments in simulation: `coirl bench learn` (actor and learner in one process).
+
+For one task: scripted demonstrations (ee_delta actions) → the local chunked BC base → for every
+method and seed, a fresh store holding the demos, a `Learner`, and an actor that rolls the composed
+policy (frozen base + residual) out in MuJoCo, records each episode into the store exactly as the
+recorder node would, and hands the learner its updates (UTD ratio × new env steps). Every
+`eval_every` env steps the deterministic policy is evaluated on the same fixed seeds for every
+method, so the curves differ by method only. Rows are appended to the CSV as they are measured (an
+interrupted run keeps what it measured); the plot shows mean and min-max over seeds.
+
+`base` and `bc` do not learn online: they are evaluated once and drawn as flat lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from coirl_ros.configs import LearnerConfig
+from coirl_ros.constants import (
+    ACTION,
+    ACTION_BASE,
+    ACTION_RESIDUAL,
+    DEMO_SOURCES,
+    DONE,
+    OBS_ENV_STATE,
+    OBS_STATE,
+    REWARD,
+    TIMESTAMP,
+)
+from coirl_ros.data import EpisodeStore
+from coirl_ros.data.episode_store import Episode
+from coirl_ros.learning.learner import Learner
+from coirl_ros.learning.residual_policy import ResidualPolicy, observation_keys
+from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy, base_actions_along
+from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, train_local_bc_base
+from coirl_ros.sim.demos import generate_demos
+from coirl_ros.sim.env import EnvConfig, ManipulationEnv
+from coirl_ros.sim.tasks import make_task
+
+log = logging.getLogger(__name__)
+
+METHODS = ("base", "bc", "csil", "sparse")
+EVAL_SEED0 = 10_000  # evaluation seeds, disjoint from the demo seeds 0..N-1
+TRAIN_SEED0 = 1_000_000  # training-episode seeds: TRAIN_SEED0 * (seed + 1) + episode
+CSV_FIELDS = (
+    "task", "method", "seed", "demos", "env_steps", "updates", "success_rate", "eval_episodes", "wall_s",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One task, several methods and seeds; see `coirl bench learn --help` for each field."""
+
+    task: str = "square"
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 3
+    env_steps: int = 50_000
+    demos: int = 25
+    eval_every: int = 5_000
+    eval_episodes: int = 50
+    requery_every: int = 10
+    composition: str = "residual"
+    scale: float = 0.1
+    base: LocalBCConfig = field(default_factory=LocalBCConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    out_dir: Path = Path("runs/bench_learn")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        if min(self.seeds, self.env_steps, self.demos, self.eval_every, self.eval_episodes) <= 0:
+            raise ValueError("seeds, env_steps, demos, eval_every and eval_episodes must all be positive")
+
+    @property
+    def task_dir(self) -> Path:
+        return self.out_dir / self.task
+
+
+# ---- data and base ---------------------------------------------------------------------------------
+def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
+    """The task's scripted ee_delta demonstrations, generated once and reused by every run."""
+    root = config.task_dir / f"demos_{config.demos}.zarr"
+    if root.exists():
+        store = EpisodeStore.open(root)
+        if len(store.episode_indices()) >= config.demos:
+            return store
+    report = generate_demos(config.task, config.demos, root, action_mode="ee_delta", progress=True)
+    log.info("%s", report)
+    return EpisodeStore.open(root)
+
+
+def prepare_base(config: ExperimentConfig, demos: EpisodeStore) -> LocalBCBase:
+    """The local chunked BC base trained on the demos (cached next to them)."""
+    directory = config.task_dir / f"base_{config.demos}"
+    if (directory / "model.safetensors").exists():
+        base = LocalBCBase.load(directory)
+        if base.chunk_size == config.base.chunk_size:
+            return base
+    base = train_local_bc_base(demos, config.base)
+    base.save(directory)
+    return base
+
+
+def copy_episodes(src: EpisodeStore, dst: EpisodeStore) -> None:
+    """Write every episode of `src` into `dst` through the writer (metadata preserved)."""
+    with dst.writer() as writer:
+        for episode in src.iter_episodes():
+            writer.begin_episode(episode.meta.task, episode.meta.source)
+            for t in range(episode.meta.num_frames):
+                writer.add_frame({k: v[t] for k, v in episode.data.items()})
+            writer.save_episode(success=episode.meta.success)
+
+
+def _observations(episode: Episode) -> list[dict[str, np.ndarray]]:
+    data = episode.data
+    env_state = data.get(OBS_ENV_STATE)
+    return [
+        {"state": data[OBS_STATE][t], **({"object": env_state[t]} if env_state is not None else {})}
+        for t in range(episode.meta.num_frames)
+    ]
+
+
+def demo_base_filler(base: LocalBCBase, requery_every: int) -> Callable[[Episode], None]:
+    """`on_load` hook: demos recorded without the base get the base actions it would have proposed."""
+    runner = ChunkedBaseRunner(base, requery_every)
+
+    def fill(episode: Episode) -> None:
+        if episode.meta.source in DEMO_SOURCES and not np.any(episode.data[ACTION_BASE]):
+            episode.data[ACTION_BASE] = base_actions_along(runner, _observations(episode))
+
+    return fill
+
+
+# ---- acting ----------------------------------------------------------------------------------------
+class Actor:
+    """Rolls the composed policy out in the sim; optionally records each episode into a store."""
+
+    def __init__(self, config: ExperimentConfig, base: LocalBCBase) -> None:
+        self.env = ManipulationEnv(make_task(config.task), EnvConfig(action_mode="ee_delta"))
+        self.runner = ChunkedBaseRunner(base, config.requery_every)
+        self.config = config
+        self.keys = observation_keys(self.env.observation_space["object"].shape[0])
+
+    def close(self) -> None:
+        self.env.close()
+
+    def run_episode(
+        self, seed: int, policy: ResidualPolicy | None, explore: bool, store: EpisodeStore | None = None
+    ) -> tuple[bool, int]:
+        """One episode; returns (success, steps). Recorded as a "policy" episode when `store` is given."""
+        small = None
+        if policy is not None:
+
+            def small(obs: dict[str, np.ndarray], base_action: np.ndarray) -> np.ndarray:
+                x = np.concatenate([obs["state"], obs["object"], base_action]).astype(np.float32)
+                u = policy.act(x, deterministic=not explore)
+                # ComposedPolicy applies scale * tanh(raw): hand it atanh(u) so the executed action is
+                # exactly clip(a_base + scale * u), the map the learner inverts.
+                return np.arctanh(np.clip(u, -1 + 1e-6, 1 - 1e-6))
+
+        composed = ComposedPolicy(self.runner, small, self.config.composition, self.config.scale)
+        composed.reset()
+        obs, info = self.env.reset(seed=seed)
+        frames = []
+        success, steps = False, 0
+        for t in range(self.env.horizon):
+            action, base_action, residual = composed.act(obs)
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            frames.append({
+                OBS_STATE: obs["state"], OBS_ENV_STATE: obs["object"],
+                ACTION: action.astype(np.float32), ACTION_BASE: base_action.astype(np.float32),
+                ACTION_RESIDUAL: residual.astype(np.float32),
+                REWARD: reward, DONE: terminated, TIMESTAMP: t * self.env.dt,
+            })  # fmt: skip
+            obs, steps, success = next_obs, t + 1, bool(info["success"])
+            if terminated or truncated:
+                break
+        if store is not None:
+            with store.writer() as writer:
+                writer.begin_episode(self.config.task, "policy")
+                for frame in frames:
+                    writer.add_frame(frame)
+                writer.save_episode(success=success)
+        return success, steps
+
+    def evaluate(self, policy: ResidualPolicy | None, episodes: int) -> float:
+        """Success rate of the deterministic policy on the fixed evaluation seeds."""
+        wins = sum(self.run_episode(EVAL_SEED0 + k, policy, explore=False)[0] for k in range(episodes))
+        return wins / episodes
+
+
+# ---- one run -----------------------------------------------------------------------------------------
+def run_one(
+    config: ExperimentConfig,
+    method: str,
+    seed: int,
+    demos: EpisodeStore,
+    base: LocalBCBase,
+    emit: Callable[[dict], None],
+) -> None:
+    """Train and evaluate one (method, seed); every evaluation is passed to `emit` as a CSV row."""
+    start = time.perf_counter()
+    run_dir = config.task_dir / f"{method}_d{config.demos}_s{seed}"
+    store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec, exist_ok=False)
+    copy_episodes(demos, store)
+    learner_cfg = config.learner.model_copy(update={"method": method, "seed": seed})
+    learner = Learner(
+        learner_cfg,
+        store,
+        config.composition,
+        config.scale,
+        on_load=demo_base_filler(base, config.requery_every),
+    )
+    torch.manual_seed(seed)
+    learner.pretrain()
+    actor = Actor(config, base)
+
+    def evaluate(env_steps: int, rate: float | None = None) -> float:
+        """Evaluate (or, for a method that does not learn, repeat its one result at `env_steps`)."""
+        if rate is None:
+            rate = actor.evaluate(learner.acting_policy, config.eval_episodes)
+        emit({
+            "task": config.task, "method": method, "seed": seed, "demos": config.demos,
+            "env_steps": env_steps, "updates": learner.state.updates, "success_rate": rate,
+            "eval_episodes": config.eval_episodes, "wall_s": round(time.perf_counter() - start, 1),
+        })  # fmt: skip
+        return rate
+
+    try:
+        rate = evaluate(0)
+        if not learner.trains_online:
+            evaluate(config.env_steps, rate)  # drawn flat across the budget
+            return
+        bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step", leave=False)
+        bar.set_postfix(success=f"{rate:.0%}")
+        env_steps, episode, next_eval = 0, 0, config.eval_every
+        while env_steps < config.env_steps:
+            _, steps = actor.run_episode(
+                TRAIN_SEED0 * (seed + 1) + episode, learner.actor, explore=True, store=store
+            )
+            episode += 1
+            env_steps += steps
+            bar.update(steps)
+            learner.refresh()
+            metrics = learner.train(learner.add_env_steps(steps))
+            if env_steps >= next_eval or env_steps >= config.env_steps:
+                rate = evaluate(min(env_steps, config.env_steps))
+                next_eval += config.eval_every
+                q = metrics.get("critic/q_mean", float("nan"))
+                bar.set_postfix(success=f"{rate:.0%}", q=f"{q:.2f}", updates=learner.state.updates)
+        bar.close()
+        learner.save_checkpoint(run_dir / "learner.pt")
+    finally:
+        actor.close()
+
+
+# ---- the experiment ----------------------------------------------------------------------------------
+def run_experiment(config: ExperimentConfig, csv_path: Path | None = None) -> list[dict]:
+    """Every method × seed on one task; returns the rows (also appended to `csv_path` as they come)."""
+    config.task_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = csv_path or config.task_dir / f"curves_d{config.demos}.csv"
+    demos = prepare_demos(config)
+    base = prepare_base(config, demos)
+    rows: list[dict] = []
+    new_file = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        if new_file:
+            writer.writeheader()
+
+        def emit(row: dict) -> None:
+            rows.append(row)
+            writer.writerow(row)
+            f.flush()
+
+        for seed in range(config.seeds):
+            for method in config.methods:
+                run_one(config, method, seed, demos, base, emit)
+    return rows
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    """Rows of a curves CSV with numeric fields parsed."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("seed", "demos", "env_steps", "updates", "eval_episodes"):
+            row[key] = int(row[key])
+        for key in ("success_rate", "wall_s"):
+            row[key] = float(row[key])
+    return rows
+
+
+def curves(rows: list[dict]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(method, env_steps [K], success [seeds, K]) per method, over the steps every seed reached."""
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        seeds = sorted({r["seed"] for r in mine})
+        by_seed = {s: {r["env_steps"]: r["success_rate"] for r in mine if r["seed"] == s} for s in seeds}
+        steps = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+        yield method, np.array(steps), np.array([[by_seed[s][k] for k in steps] for s in seeds])
+
+
+def summarise(rows: list[dict], target: float = 0.9) -> list[dict]:
+    """Per method: seeds, eval episodes, success at 0 and at the end (mean ± std), first step where
+    the mean reaches `target`, and the largest drop below the base at any evaluation."""
+    base_rate = None
+    table = []
+    all_curves = list(curves(rows))
+    for method, _steps, success in all_curves:
+        if method == "base":
+            base_rate = float(success.mean())
+    for method, steps, success in all_curves:
+        mean = success.mean(axis=0)
+        reached = np.flatnonzero(mean >= target)
+        table.append({
+            "method": method, "seeds": success.shape[0],
+            "eval_episodes": next(r["eval_episodes"] for r in rows if r["method"] == method),
+            "start": float(mean[0]), "final": float(mean[-1]), "final_std": float(success[:, -1].std()),
+            "steps_to_target": int(steps[reached[0]]) if len(reached) else None,
+            "max_drop_below_base": None if base_rate is None else float(max(0.0, base_rate - mean.min())),
+            "last_step": int(steps[-1]),
+        })  # fmt: skip
+    return table
+
+
+def plot_curves(rows: list[dict], png_path: Path, title: str) -> Path:
+    """Success rate against env steps, all methods side by side (mean line, min-max band over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method, steps, success in curves(rows):
+        mean = success.mean(axis=0)
+        style = "--" if method in ("base", "bc") else "-"
+        n = success.shape[0]
+        (line,) = ax.plot(steps, mean, style, marker="o", ms=3, label=f"{method} ({n} seed{'s' * (n > 1)})")
+        if n > 1:
+            ax.fill_between(
+                steps, success.min(axis=0), success.max(axis=0), alpha=0.2, color=line.get_color()
+            )
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return png_path
+
+
+def config_summary(config: ExperimentConfig) -> dict:
+    """A JSON-able record of what ran (stored next to the CSV)."""
+    out = asdict(replace(config, learner=LearnerConfig()))
+    out["learner"] = config.learner.model_dump(mode="json")
+    out["out_dir"] = str(config.out_dir)
+    return out
