@@ -213,6 +213,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         task=args.task,
         methods=tuple(args.method),
         seeds=args.seeds,
+        first_seed=args.first_seed,
         env_steps=args.env_steps,
         demos=args.demos,
         eval_every=args.eval_every,
@@ -222,8 +223,9 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         base=LocalBCConfig(steps=args.base_steps),
         learner=learner,
         out_dir=Path(args.out),
+        image_size=args.image_size,
     )
-    csv_path = config.task_dir / f"curves_d{config.demos}.csv"
+    csv_path = config.csv_path
     if not args.plot_only:
         run_experiment(config, csv_path)
     rows = [r for r in read_rows(csv_path) if r["demos"] == config.demos]
@@ -327,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=["base", "bc", "csil", "sparse"],
         choices=["base", "bc", "csil", "sparse"],
     )
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    p.add_argument("--first-seed", type=int, default=0, help="run seeds first, first+1, ... (extend a CSV)")
     p.add_argument("--env-steps", type=int, default=50_000, help="online env steps per run")
     p.add_argument("--demos", type=int, default=25)
     p.add_argument("--eval-every", type=int, default=5_000, help="env steps between evaluations")
@@ -341,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utd", type=float, default=0.0, help="override utd_ratio")
     p.add_argument("--batch-size", type=int, default=0, help="override batch_size")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=0,
+        help="render both cameras at NxN and learn the residual from images + robot state (0: state)",
+    )
     p.add_argument("--out", default="runs/bench_learn")
     p.add_argument("--plot-only", action="store_true", help="re-plot and summarise the existing CSV")
     p.set_defaults(func=cmd_bench_learn)

@@ -9,6 +9,11 @@ method, so the curves differ by method only. Rows are appended to the CSV as the
 interrupted run keeps what it measured); the plot shows mean and min-max over seeds.
 
 `base` and `bc` do not learn online: they are evaluated once and drawn as flat lines.
+
+`image_size` > 0 renders both cameras at that size, in the demos and in every rollout, and the residual,
+reward and critic learn from the cameras' keypoints + robot state (`LearnerConfig.observation:
+images`) instead of the privileged object state; the base still acts on state + object state (it is a
+stand-in for π0.5). Such runs get their own demo cache, run directories and CSV (`_img<N>` suffix).
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from coirl_ros.constants import (
     OBS_STATE,
     REWARD,
     TIMESTAMP,
+    image_key,
 )
 from coirl_ros.data import EpisodeStore
 from coirl_ros.data.episode_store import Episode
+from coirl_ros.learning.image_policy import ImageResidualPolicy
 from coirl_ros.learning.learner import Learner
-from coirl_ros.learning.residual_policy import ResidualPolicy, observation_keys
+from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy, base_actions_along
 from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, train_local_bc_base
 from coirl_ros.sim.demos import generate_demos
@@ -63,6 +70,7 @@ class ExperimentConfig:
     task: str = "square"
     methods: tuple[str, ...] = METHODS
     seeds: int = 3
+    first_seed: int = 0  # runs seeds first_seed .. first_seed + seeds - 1 (add seeds to an existing CSV)
     env_steps: int = 50_000
     demos: int = 25
     eval_every: int = 5_000
@@ -73,6 +81,7 @@ class ExperimentConfig:
     base: LocalBCConfig = field(default_factory=LocalBCConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     out_dir: Path = Path("runs/bench_learn")
+    image_size: int = 0  # > 0: both cameras at NxN and an image-based residual (0: state + object state)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -80,27 +89,54 @@ class ExperimentConfig:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         if min(self.seeds, self.env_steps, self.demos, self.eval_every, self.eval_episodes) <= 0:
             raise ValueError("seeds, env_steps, demos, eval_every and eval_episodes must all be positive")
+        if self.image_size < 0:
+            raise ValueError(f"image_size must be >= 0, got {self.image_size}")
 
     @property
     def task_dir(self) -> Path:
         return self.out_dir / self.task
 
+    @property
+    def tag(self) -> str:
+        """Demo count and, for image runs, the image size: names the run directories and the CSV."""
+        return f"d{self.demos}" + (f"_img{self.image_size}" if self.image_size else "")
+
+    @property
+    def csv_path(self) -> Path:
+        return self.task_dir / f"curves_{self.tag}.csv"
+
+    @property
+    def env_image_size(self) -> tuple[int, int] | None:
+        return (self.image_size, self.image_size) if self.image_size else None
+
 
 # ---- data and base ---------------------------------------------------------------------------------
 def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
     """The task's scripted ee_delta demonstrations, generated once and reused by every run."""
-    root = config.task_dir / f"demos_{config.demos}.zarr"
+    suffix = f"_img{config.image_size}" if config.image_size else ""
+    root = config.task_dir / f"demos_{config.demos}{suffix}.zarr"
     if root.exists():
         store = EpisodeStore.open(root)
         if len(store.episode_indices()) >= config.demos:
             return store
-    report = generate_demos(config.task, config.demos, root, action_mode="ee_delta", progress=True)
+    report = generate_demos(
+        config.task,
+        config.demos,
+        root,
+        image_size=config.env_image_size,
+        action_mode="ee_delta",
+        progress=True,
+    )
     log.info("%s", report)
     return EpisodeStore.open(root)
 
 
 def prepare_base(config: ExperimentConfig, demos: EpisodeStore) -> LocalBCBase:
-    """The local chunked BC base trained on the demos (cached next to them)."""
+    """The local chunked BC base trained on the demos (cached next to them).
+
+    Shared by state and image runs: the same seeds give the same expert trajectories (rendering does
+    not change the physics) and the base reads state + object state only.
+    """
     directory = config.task_dir / f"base_{config.demos}"
     if (directory / "model.safetensors").exists():
         base = LocalBCBase.load(directory)
@@ -142,28 +178,36 @@ def demo_base_filler(base: LocalBCBase, requery_every: int) -> Callable[[Episode
 
 
 # ---- acting ----------------------------------------------------------------------------------------
+Policy = ResidualPolicy | ImageResidualPolicy
+
+
 class Actor:
     """Rolls the composed policy out in the sim; optionally records each episode into a store."""
 
     def __init__(self, config: ExperimentConfig, base: LocalBCBase) -> None:
-        self.env = ManipulationEnv(make_task(config.task), EnvConfig(action_mode="ee_delta"))
+        env_config = EnvConfig(action_mode="ee_delta", image_size=config.env_image_size)
+        self.env = ManipulationEnv(make_task(config.task), env_config)
         self.runner = ChunkedBaseRunner(base, config.requery_every)
         self.config = config
-        self.keys = observation_keys(self.env.observation_space["object"].shape[0])
+        self.cameras = env_config.cameras if config.image_size else ()
 
     def close(self) -> None:
         self.env.close()
 
     def run_episode(
-        self, seed: int, policy: ResidualPolicy | None, explore: bool, store: EpisodeStore | None = None
+        self, seed: int, policy: Policy | None, explore: bool, store: EpisodeStore | None = None
     ) -> tuple[bool, int]:
         """One episode; returns (success, steps). Recorded as a "policy" episode when `store` is given."""
         small = None
         if policy is not None:
 
             def small(obs: dict[str, np.ndarray], base_action: np.ndarray) -> np.ndarray:
-                x = np.concatenate([obs["state"], obs["object"], base_action]).astype(np.float32)
-                u = policy.act(x, deterministic=not explore)
+                if isinstance(policy, ImageResidualPolicy):  # raw frames + robot state, no object state
+                    raw = {OBS_STATE: obs["state"], **{image_key(c): obs[c] for c in self.cameras}}
+                    u = policy.act(raw, base_action, deterministic=not explore)
+                else:
+                    x = np.concatenate([obs["state"], obs["object"], base_action]).astype(np.float32)
+                    u = policy.act(x, deterministic=not explore)
                 # ComposedPolicy applies scale * tanh(raw): hand it atanh(u) so the executed action is
                 # exactly clip(a_base + scale * u), the map the learner inverts.
                 return np.arctanh(np.clip(u, -1 + 1e-6, 1 - 1e-6))
@@ -181,6 +225,7 @@ class Actor:
                 ACTION: action.astype(np.float32), ACTION_BASE: base_action.astype(np.float32),
                 ACTION_RESIDUAL: residual.astype(np.float32),
                 REWARD: reward, DONE: terminated, TIMESTAMP: t * self.env.dt,
+                **{image_key(c): obs[c] for c in self.cameras},
             })  # fmt: skip
             obs, steps, success = next_obs, t + 1, bool(info["success"])
             if terminated or truncated:
@@ -193,7 +238,7 @@ class Actor:
                 writer.save_episode(success=success)
         return success, steps
 
-    def evaluate(self, policy: ResidualPolicy | None, episodes: int) -> float:
+    def evaluate(self, policy: Policy | None, episodes: int) -> float:
         """Success rate of the deterministic policy on the fixed evaluation seeds."""
         wins = sum(self.run_episode(EVAL_SEED0 + k, policy, explore=False)[0] for k in range(episodes))
         return wins / episodes
@@ -210,10 +255,13 @@ def run_one(
 ) -> None:
     """Train and evaluate one (method, seed); every evaluation is passed to `emit` as a CSV row."""
     start = time.perf_counter()
-    run_dir = config.task_dir / f"{method}_d{config.demos}_s{seed}"
+    run_dir = config.task_dir / f"{method}_{config.tag}_s{seed}"
     store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec, exist_ok=False)
     copy_episodes(demos, store)
-    learner_cfg = config.learner.model_copy(update={"method": method, "seed": seed})
+    observation = "images" if config.image_size else config.learner.observation
+    learner_cfg = config.learner.model_copy(
+        update={"method": method, "seed": seed, "observation": observation}
+    )
     learner = Learner(
         learner_cfg,
         store,
@@ -246,7 +294,7 @@ def run_one(
         env_steps, episode, next_eval = 0, 0, config.eval_every
         while env_steps < config.env_steps:
             _, steps = actor.run_episode(
-                TRAIN_SEED0 * (seed + 1) + episode, learner.actor, explore=True, store=store
+                TRAIN_SEED0 * (seed + 1) + episode, learner.acting_policy, explore=True, store=store
             )
             episode += 1
             env_steps += steps
@@ -268,7 +316,7 @@ def run_one(
 def run_experiment(config: ExperimentConfig, csv_path: Path | None = None) -> list[dict]:
     """Every method × seed on one task; returns the rows (also appended to `csv_path` as they come)."""
     config.task_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = csv_path or config.task_dir / f"curves_d{config.demos}.csv"
+    csv_path = csv_path or config.csv_path
     demos = prepare_demos(config)
     base = prepare_base(config, demos)
     rows: list[dict] = []
@@ -283,7 +331,7 @@ def run_experiment(config: ExperimentConfig, csv_path: Path | None = None) -> li
             writer.writerow(row)
             f.flush()
 
-        for seed in range(config.seeds):
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
             for method in config.methods:
                 run_one(config, method, seed, demos, base, emit)
     return rows

@@ -45,11 +45,33 @@ class CriticConfig(ConfigModel):
         return self
 
 
+class ImageConfig(ConfigModel):
+    """Per-camera keypoint encoder of `observation: images` (DESIGN.md 2.5, image_encoder.py).
+
+    Trained jointly with pi_BC on the demonstrations, then frozen: the later networks see its cached
+    keypoints (see coirl_ros/learning/learner.py for why).
+    """
+
+    num_keypoints: PositiveInt = 32
+    # (out_channels, kernel, stride) per unpadded conv. The default is the faster of the measured stacks
+    # (~0.13 s per batch-256 two-camera training step at 84x84 on one CPU thread; 9x9 keypoint grid).
+    conv_layers: Annotated[list[tuple[PositiveInt, PositiveInt, PositiveInt]], Field(min_length=1)] = [
+        (32, 8, 4),
+        (32, 3, 2),
+    ]
+    shift_pad: Annotated[int, Field(ge=0)] = 4  # DrQ random shift (pixels) while the encoder trains
+    feature_batch: PositiveInt = 256  # frames per encoder forward when caching keypoints
+
+
 class LearnerConfig(ConfigModel):
     """What the learner trains and how often it checkpoints and publishes weights."""
 
     method: Literal["csil", "sparse", "bc", "base"] = "csil"
     store: str = "runs/episodes.zarr"
+    # What the residual, reward and critic see besides the robot state and the base action: the
+    # store's privileged object state ("state", sim only) or keypoints of every camera ("images").
+    observation: Literal["state", "images"] = "state"
+    image: ImageConfig = ImageConfig()
     batch_size: PositiveInt = 256
     utd_ratio: Annotated[float, Field(gt=0)] = 1.0
     demo_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5

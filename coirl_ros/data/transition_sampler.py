@@ -6,12 +6,16 @@ arrays of every episode are loaded once into flat in-memory buffers, and a batch
 index into them. Images either stay on disk and are read per batch (`images="lazy"`: bounded
 memory, slower) or are loaded with their episode (`images="preload"`: fast, memory grows with
 the data; right for the 84x84 images a learner trains on).
+
+Derived per-frame arrays (`derived=`) are computed from an episode once, as it is loaded, by the
+`on_load` hook, and then sampled like the state: the image learner caches its frozen encoder's
+keypoints this way, so an update never touches a pixel.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -85,10 +89,18 @@ class TransitionSampler:
         store: EpisodeStore,
         images: Literal["none", "lazy", "preload"] = "none",
         on_load: Callable[[Episode], None] | None = None,
+        derived: Mapping[str, tuple[tuple[int, ...], str | np.dtype]] | None = None,
+        hook_keys: Sequence[str] = (),
     ) -> None:
         """`on_load(episode)` may rewrite an episode's low-dimensional arrays in place as it is loaded
         (same shapes and dtypes), e.g. fill in the base actions a teleoperated demo was recorded
-        without; the store itself is never modified."""
+        without; the store itself is never modified.
+
+        `derived` declares further per-frame arrays, key -> (frame shape, dtype), that `on_load` must
+        add to `episode.data` ([num_frames, *frame shape]); batches carry them and their `next.`
+        versions like the state. `hook_keys` are store arrays read only for `on_load` (e.g. the images a
+        derived array is computed from) and dropped after it, unless they are buffered anyway.
+        """
         if images not in ("none", "lazy", "preload"):
             raise ValueError(f"images must be 'none', 'lazy' or 'preload', got {images!r}")
         self.store = store
@@ -96,13 +108,32 @@ class TransitionSampler:
         self.on_load = on_load
         self.image_keys = store.spec.image_keys() if images != "none" else []
         self.lowdim_keys = list(LOWDIM_KEYS) + ([OBS_ENV_STATE] if store.spec.env_state_dim else [])
+        specs = store.spec.arrays()
+        self.derived: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+            key: (tuple(int(n) for n in shape), np.dtype(dtype))
+            for key, (shape, dtype) in (derived or {}).items()
+        }
+        clashing = sorted(set(self.derived) & (set(specs) | {"episode_index", "frame_index"}))
+        if clashing:
+            raise ValueError(f"derived arrays {clashing} clash with the store's own arrays")
+        if self.derived and on_load is None:
+            raise ValueError(f"derived arrays {sorted(self.derived)} need an on_load hook that computes them")
+        unknown = sorted(set(hook_keys) - set(specs))
+        if unknown:
+            raise ValueError(f"hook_keys {unknown} are not arrays of the store; it has {sorted(specs)}")
+        self.hook_keys = [k for k in hook_keys if k not in self._stored_keys()]
         self._reset()
+
+    def _stored_keys(self) -> list[str]:
+        """Store arrays kept in the flat buffers."""
+        return self.lowdim_keys + (self.image_keys if self.image_mode == "preload" else [])
 
     def _reset(self) -> None:
         self.skipped: dict[int, str] = {}  # corrupt episodes left out, with the reason
         specs = self.store.spec.arrays()
-        keys = self.lowdim_keys + (self.image_keys if self.image_mode == "preload" else [])
-        self._buffers = {k: _GrowableArray(specs[k].shape, specs[k].np_dtype) for k in keys}
+        self._buffers = {k: _GrowableArray(specs[k].shape, specs[k].np_dtype) for k in self._stored_keys()}
+        for key, (shape, dtype) in self.derived.items():
+            self._buffers[key] = _GrowableArray(shape, dtype)
         self._episodes: dict[int, _LoadedEpisode] = {}
         self._frame_episode = _GrowableArray((), np.dtype(np.int64))
         self._frame_t = _GrowableArray((), np.dtype(np.int64))
@@ -130,15 +161,25 @@ class TransitionSampler:
         return added
 
     def _load(self, index: int) -> None:
-        keys = self.lowdim_keys + (self.image_keys if self.image_mode == "preload" else [])
+        keys = self._stored_keys()
         # Everything that can fail (validation, a concurrent delete) happens before the first append.
-        episode = self.store.read_episode(index, keys)
+        episode = self.store.read_episode(index, keys + self.hook_keys)
         if self.on_load is not None:
             shapes = {k: (v.shape, v.dtype) for k, v in episode.data.items()}
             self.on_load(episode)
-            changed = [k for k, v in episode.data.items() if (v.shape, v.dtype) != shapes.get(k)]
+            changed = [
+                k
+                for k, v in episode.data.items()
+                if k not in self.derived and (v.shape, v.dtype) != shapes.get(k)
+            ]
             if changed:
-                raise ValueError(f"on_load changed the shape or dtype of {changed} in episode {index}")
+                raise ValueError(
+                    f"on_load changed the shape or dtype of {changed} in episode {index}"
+                    f" (or added arrays that are not declared as derived: {sorted(self.derived)})"
+                )
+            self._check_derived(episode)
+        for key in self.hook_keys:
+            episode.data.pop(key, None)  # read for the hook only: do not hold the images
         images: dict[str, zarr.Array] = {}
         if self.image_mode == "lazy":
             try:
@@ -147,7 +188,7 @@ class TransitionSampler:
             except (FileNotFoundError, KeyError) as err:
                 raise StoreError(f"episode {index} vanished while loading: {err}") from None
         offset = self._buffers[OBS_STATE].size
-        for key in keys:
+        for key in [*keys, *self.derived]:
             self._buffers[key].append(episode.data[key])
         n = episode.meta.num_frames
         self._frame_episode.append(np.full(n, index, np.int64))
@@ -159,6 +200,23 @@ class TransitionSampler:
         self._valid["demo" if episode.meta.source in DEMO_SOURCES else "rollout"].append(valid)
         self._episodes[index] = _LoadedEpisode(episode.meta, offset, images)
 
+    def _check_derived(self, episode: Episode) -> None:
+        """Every declared derived array is present with [num_frames, *shape]; cast to its dtype."""
+        n = episode.meta.num_frames
+        for key, (shape, dtype) in self.derived.items():
+            if key not in episode.data:
+                raise ValueError(
+                    f"on_load did not add the derived array {key!r} to episode {episode.meta.index}"
+                    f" (it has {sorted(episode.data)})"
+                )
+            values = np.asarray(episode.data[key])
+            if values.shape != (n, *shape):
+                raise ValueError(
+                    f"on_load: derived array {key!r} of episode {episode.meta.index} has shape"
+                    f" {values.shape}, expected {(n, *shape)}"
+                )
+            episode.data[key] = values.astype(dtype, copy=False)
+
     # ---- sampling -----------------------------------------------------------------------------
     def num_transitions(self, subset: Subset = "all") -> int:
         return self._valid[subset].size
@@ -166,6 +224,19 @@ class TransitionSampler:
     @property
     def num_episodes(self) -> int:
         return len(self._episodes)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames loaded (every frame of every episode, sampleable or not)."""
+        return self._frame_t.size
+
+    def frames(self, keys: Sequence[str], subset: Subset = "all") -> dict[str, np.ndarray]:
+        """The buffered arrays `keys` at every sampleable frame of `subset`, in load order (copies)."""
+        rows = self._valid[subset].view
+        missing = sorted(set(keys) - set(self._buffers))
+        if missing:
+            raise KeyError(f"{missing} are not loaded by this sampler; it holds {sorted(self._buffers)}")
+        return {k: self._buffers[k].view[rows] for k in keys}
 
     def sample(
         self, batch_size: int, rng: np.random.Generator, subset: Subset = "all"
@@ -194,6 +265,9 @@ class TransitionSampler:
         batch[NEXT + ACTION] = self._buffers[ACTION].view[next_rows]
         # The residual policy at s' also sees the base action proposed there.
         batch[NEXT + ACTION_BASE] = self._buffers[ACTION_BASE].view[next_rows]
+        for key in self.derived:
+            batch[key] = self._buffers[key].view[rows]
+            batch[NEXT + key] = self._buffers[key].view[next_rows]
         batch["episode_index"] = self._frame_episode.view[rows]
         batch["frame_index"] = self._frame_t.view[rows]
         if self.image_mode == "preload":

@@ -20,6 +20,17 @@ Methods, one flag apart (`LearnerConfig.method`):
 
 The learner works in the policy's output space u ∈ [-1, 1]^d; recorded (executed, base) actions are
 mapped back with `policy_action_from_executed`. Everything here is plain PyTorch: no ROS.
+
+Observations (`LearnerConfig.observation`): ``state`` feeds [robot state, object state, base action];
+``images`` feeds [keypoints of every camera, robot state, base action], no privileged object state.
+In image mode the per-camera keypoint encoder (image_encoder.py) is trained jointly with π_BC by the
+faithful BC loss, with DrQ random shifts, and then frozen; its keypoints are computed once per frame
+as each episode is loaded (`TransitionSampler(derived=...)`), and the actor (a copy of π_BC), reward,
+prior and critic train on that flat vector exactly as in state mode. Why frozen: on this project's CPU
+budget a forward + backward of the encoder at batch 256 with two 84×84 cameras costs ~0.13-0.27 s,
+so training it in every online update would make online RL ~10× slower than state-only; cached, an
+update costs the same as in state mode and a new episode costs one encoder forward per frame. The
+price: RL does not adapt the encoder (the keypoints are what best explains the demonstrations).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from coirl_ros.configs import LearnerConfig, config_hash
-from coirl_ros.constants import ACTION, ACTION_BASE, DONE, NEXT, REWARD
+from coirl_ros.constants import ACTION, ACTION_BASE, DONE, NEXT, OBS_STATE, REWARD
 from coirl_ros.data import EpisodeStore
 from coirl_ros.data.episode_store import Episode, fsync_dir
 from coirl_ros.data.transition_sampler import TransitionSampler
@@ -58,6 +69,13 @@ from coirl_ros.learning.critic_losses import (
     sparse_critic_loss,
 )
 from coirl_ros.learning.critics import LayerNormCritic, XQCCritic, value_bounds
+from coirl_ros.learning.image_encoder import ObservationEncoder
+from coirl_ros.learning.image_policy import (
+    IMAGE_FEATURES,
+    ImageResidualPolicy,
+    image_policy_extra,
+    make_image_encoder,
+)
 from coirl_ros.learning.residual_policy import (
     ResidualPolicy,
     observation_keys,
@@ -107,15 +125,34 @@ class Learner:
         self.composition, self.scale = composition, scale
         self.device = torch.device(device)
         self.spec = store.spec
-        if self.spec.cameras:
-            log.info(
-                "store has cameras %s; this learner trains on low-dimensional state", self.spec.camera_names
-            )
-        self.keys = observation_keys(self.spec.env_state_dim)
-        self.obs_dim = self.spec.state_dim + self.spec.env_state_dim
+        self.on_load = on_load
+        self.image_mode = config.observation == "images"
+        self.timings: dict[str, float] = {}  # seconds of the image pre-training stages (for benchmarks)
+        if self.image_mode:
+            if not self.spec.cameras:
+                raise LearnerError(
+                    f"{store.root}: `observation: images` needs a store that records camera images, and"
+                    " this one has no cameras (record with cameras, e.g. `--image-size`, or use"
+                    " `observation: state`)"
+                )
+            # [keypoints of every camera, robot state] then the base action; no object state.
+            self.feature_dim = 2 * config.image.num_keypoints * len(self.spec.cameras)
+            self.keys: tuple[str, ...] = (IMAGE_FEATURES, OBS_STATE, ACTION_BASE)
+            self.obs_dim = self.feature_dim + self.spec.state_dim
+            # Pixels until the encoder is trained; its cached keypoints after (`_use_cached_features`).
+            self.sampler = TransitionSampler(store, images="preload", on_load=on_load)
+        else:
+            if self.spec.cameras:
+                log.info(
+                    "store has cameras %s; this learner trains on low-dimensional state",
+                    self.spec.camera_names,
+                )
+            self.feature_dim = 0
+            self.keys = observation_keys(self.spec.env_state_dim)
+            self.obs_dim = self.spec.state_dim + self.spec.env_state_dim
+            self.sampler = TransitionSampler(store, on_load=on_load)
         self.action_dim = self.spec.action_dim
         self.alpha = config.alpha if config.alpha is not None else 1.0 / self.action_dim
-        self.sampler = TransitionSampler(store, on_load=on_load)
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.state = TrainingState(run_id=uuid.uuid4().hex[:12])
@@ -130,6 +167,12 @@ class Learner:
 
     def _build_networks(self) -> None:
         cfg = self.config
+        self.encoder: ObservationEncoder | None = None
+        if self.image_mode:
+            ic = cfg.image
+            self.encoder = make_image_encoder(
+                self.spec.cameras, ic.num_keypoints, ic.conv_layers, ic.shift_pad
+            ).to(self.device)
         self.bc_policy = self._new_policy()
         self.actor = self._new_policy()
         self.bc_prior = frozen_copy(self.bc_policy)
@@ -155,7 +198,11 @@ class Learner:
         if self.target_critic is not None:
             self.target_critic.to(self.device)
         # fused: one kernel for all parameters, ~3x faster steps on CPU (learner_bench.py).
-        self.bc_optim = torch.optim.Adam(self.bc_policy.parameters(), lr=cfg.bc.lr, fused=True)
+        # In image mode the encoder trains with π_BC, in the same optimiser.
+        bc_params = list(self.bc_policy.parameters())
+        if self.encoder is not None:
+            bc_params += list(self.encoder.parameters())
+        self.bc_optim = torch.optim.Adam(bc_params, lr=cfg.bc.lr, fused=True)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
         warmup = cfg.actor_warmup_updates
@@ -164,6 +211,8 @@ class Learner:
         )
         # SGD, as the reference: Adam's per-parameter scaling lets the reward drift far on rare states.
         self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
+        # What acts in image mode: the (shared, not copied) encoder in front of the actor.
+        self.image_actor = ImageResidualPolicy(self.encoder, self.actor) if self.encoder is not None else None
 
     @property
     def trains_online(self) -> bool:
@@ -192,6 +241,53 @@ class Learner:
             "done": t(batch[DONE].astype(np.float32)),
             "success": t(batch[REWARD]),
         }
+
+    def _image_bc_batch(self, batch: dict[str, np.ndarray]) -> tuple[Tensor, Tensor]:
+        """x (through the training encoder, so with gradients and DrQ shifts) and u of an image batch."""
+        u = policy_action_from_executed(batch[ACTION], batch[ACTION_BASE], self.composition, self.scale)
+        low = np.concatenate([batch[OBS_STATE], batch[ACTION_BASE]], axis=-1).astype(np.float32)
+        x = torch.cat([self.encoder(batch), torch.as_tensor(low, device=self.device)], dim=-1)
+        return x, torch.as_tensor(u, device=self.device)
+
+    @torch.no_grad()
+    def _encode_frames(self, data: dict[str, np.ndarray]) -> np.ndarray:
+        """The frozen encoder's keypoints [T, feature_dim] of one episode's frames (eval: no shift)."""
+        image_keys = self.spec.image_keys()
+        n = len(data[image_keys[0]])
+        step = self.config.image.feature_batch
+        out = [
+            self.encoder({k: data[k][i : i + step] for k in image_keys}).cpu().numpy()
+            for i in range(0, n, step)
+        ]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _use_cached_features(self) -> None:
+        """Freeze the encoder and switch to a sampler whose batches carry its keypoints, not pixels.
+
+        The keypoints of every frame are computed once, as each episode is loaded (demos now, rollouts as
+        they arrive), so online updates never run the encoder; the images are dropped after encoding.
+        """
+        self.encoder.eval()
+        self.encoder.requires_grad_(False)
+        user_hook = self.on_load
+
+        def add_features(episode: Episode) -> None:
+            if user_hook is not None:
+                user_hook(episode)
+            episode.data[IMAGE_FEATURES] = self._encode_frames(episode.data)
+
+        self.sampler = TransitionSampler(
+            self.store,
+            on_load=add_features,
+            derived={IMAGE_FEATURES: ((self.feature_dim,), "float32")},
+            hook_keys=self.spec.image_keys(),
+        )
+        start = time.perf_counter()
+        self.sampler.refresh()
+        frames = self.sampler.num_frames
+        self.timings["features_s"] = time.perf_counter() - start
+        self.timings["feature_frames"] = float(frames)
+        log.info("cached encoder keypoints of %d frames in %.1f s", frames, self.timings["features_s"])
 
     def _sample(self, batch_size: int) -> tuple[dict[str, Tensor], int]:
         """A batch with the configured share of demonstration rows first; returns (batch, n_demo)."""
@@ -225,16 +321,34 @@ class Learner:
             return {}
         self._require_demos()
         cfg = self.config
-        demo_rows = self.sampler.sample(min(self.sampler.num_transitions("demo"), 50_000), self.rng, "demo")
-        self.bc_policy.fit_normaliser(policy_input(demo_rows, self.keys))
+        if self.image_mode:
+            # Every demo frame's state and base action; the keypoint columns stay un-normalised (they
+            # are in [-1, 1] and move while the encoder trains). Not a 50k-row sample: it would copy
+            # the images too.
+            rows = self.sampler.frames([OBS_STATE, ACTION_BASE], "demo")
+            zeros = np.zeros((len(rows[OBS_STATE]), self.feature_dim), np.float32)
+            x = np.concatenate([zeros, rows[OBS_STATE], rows[ACTION_BASE]], axis=-1)
+            self.bc_policy.fit_normaliser(x, identity_dims=self.feature_dim)
+        else:
+            demo_rows = self.sampler.sample(
+                min(self.sampler.num_transitions("demo"), 50_000), self.rng, "demo"
+            )
+            self.bc_policy.fit_normaliser(policy_input(demo_rows, self.keys))
         metrics: Metrics = {}
         if cfg.method == "base":
             self.state.phase = "pretrained"
             return metrics
         self.bc_policy.train()
+        if self.encoder is not None:
+            self.encoder.train()  # DrQ shifts on
+        start = time.perf_counter()
         for step in range(1, cfg.bc.steps + 1):
-            batch, _ = self._sample_demo(cfg.batch_size)
-            loss, m = faithful_bc_loss(self.bc_policy, batch["x"], batch["u"])
+            if self.image_mode:
+                x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
+            else:
+                batch, _ = self._sample_demo(cfg.batch_size)
+                x, u = batch["x"], batch["u"]
+            loss, m = faithful_bc_loss(self.bc_policy, x, u)
             self.bc_optim.zero_grad(set_to_none=True)
             loss.backward()
             self.bc_optim.step()
@@ -243,6 +357,9 @@ class Learner:
                 metrics = {k: float(v) for k, v in m.items()}
                 if progress:
                     progress("bc", step, cfg.bc.steps, metrics)
+        self.timings["bc_s"] = time.perf_counter() - start
+        if self.image_mode:
+            self._use_cached_features()
         self.bc_prior = frozen_copy(self.bc_policy)
         self.reward_policy.load_state_dict(self.bc_policy.state_dict())
         if cfg.method == "csil":
@@ -378,23 +495,54 @@ class Learner:
 
     # ---- acting and publishing ---------------------------------------------------------------------
     @property
-    def acting_policy(self) -> ResidualPolicy | None:
-        """The policy the robot should run (None for the base-only baseline)."""
-        return None if self.config.method == "base" else self.actor
+    def acting_policy(self) -> ResidualPolicy | ImageResidualPolicy | None:
+        """The policy the robot should run (None for the base-only baseline).
+
+        Image mode: an `ImageResidualPolicy` (frozen encoder + actor) acting on raw camera frames."""
+        if self.config.method == "base":
+            return None
+        return self.image_actor if self.image_actor is not None else self.actor
 
     def policy_spec(self) -> PolicySpec:
-        """What the published weights are for; the policy node checks it before swapping them in."""
+        """What the published weights are for; the policy node checks it before swapping them in.
+
+        Image mode: `obs_keys` are the raw inputs (every camera's images, the state, the base action),
+        `obs_dim` is the HetStat's observation width (keypoints + state), and `extra` pins the encoder.
+        """
         bc = self.config.bc
+        extra: tuple[tuple[str, str], ...] = (
+            ("bottleneck", str(bc.bottleneck)),
+            ("num_features", str(bc.num_features)),
+        )
+        keys, architecture = self.keys, "hetstat"
+        if self.image_mode:
+            ic = self.config.image
+            keys = (*self.spec.image_keys(), OBS_STATE, ACTION_BASE)
+            architecture = "spatial_softmax+hetstat"
+            extra += image_policy_extra(self.spec.cameras, ic.num_keypoints, ic.conv_layers)
         return PolicySpec(
             obs_dim=self.obs_dim,
             action_dim=self.action_dim,
-            obs_keys=self.keys,
+            obs_keys=keys,
             composition=self.composition,
             scale=self.scale,
-            architecture="hetstat",
+            architecture=architecture,
             hidden_sizes=tuple(bc.hidden_sizes),
-            extra=(("bottleneck", str(bc.bottleneck)), ("num_features", str(bc.num_features))),
+            extra=extra,
         )
+
+    def new_acting_policy(self) -> ResidualPolicy | ImageResidualPolicy:
+        """A fresh, untrained module of the published architecture (what a snapshot loads into).
+
+        Its random initialisation draws from a forked RNG: building one leaves training reproducible.
+        """
+        with torch.random.fork_rng(devices=[]):
+            policy = self._new_policy()
+            if not self.image_mode:
+                return policy
+            ic = self.config.image
+            encoder = make_image_encoder(self.spec.cameras, ic.num_keypoints, ic.conv_layers, ic.shift_pad)
+            return ImageResidualPolicy(encoder.to(self.device), policy)
 
     def snapshot(self) -> WeightSnapshot:
         """The actor's weights as the next versioned snapshot (copies: training may go on at once)."""
@@ -402,7 +550,7 @@ class Learner:
             raise LearnerError("method 'base' has no residual weights to publish")
         self.state.version += 1
         return WeightSnapshot.from_module(
-            self.actor,
+            self.image_actor if self.image_actor is not None else self.actor,
             self.policy_spec(),
             version=self.state.version,
             config_hash=config_hash(self.config),
@@ -423,6 +571,8 @@ class Learner:
         }
         if self.target_critic is not None:
             out["target_critic"] = self.target_critic
+        if self.encoder is not None:
+            out["encoder"] = self.encoder
         return out
 
     def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
@@ -497,5 +647,7 @@ class Learner:
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         torch.set_rng_state(payload["rng"]["torch"])
         self.state = TrainingState(**payload["state"])
+        if self.image_mode and self.state.phase != "new" and self.config.method != "base":
+            self._use_cached_features()  # the restored encoder's keypoints, as when it was frozen
         self.refresh()
         return self.state

@@ -1,6 +1,7 @@
 """The small per-step policy that acts on top of the frozen base: inputs, normalisation, acting.
 
-It sees x = [robot state, object state (sim only), base action] and outputs u in [-1, 1]^d, a
+It sees x = [robot state, object state (sim only), base action] (or, with camera images, [image
+keypoints, robot state, base action]: image_policy.py) and outputs u in [-1, 1]^d, a
 tanh-squashed HetStat distribution (hetstat.py). How u becomes the executed action is the
 composition (policies/composition.py): residual a = clip(a_base + scale·u), ensemble a = ½(a_base + u).
 So the learner works entirely in u-space, and `policy_action_from_executed` maps recorded
@@ -83,11 +84,17 @@ class ResidualPolicy(nn.Module):
         return self.obs_dim + self.action_dim
 
     @torch.no_grad()
-    def fit_normaliser(self, x: np.ndarray | torch.Tensor) -> None:
-        """Set the observation statistics from inputs x [N, input_dim] (the demonstrations)."""
+    def fit_normaliser(self, x: np.ndarray | torch.Tensor, identity_dims: int = 0) -> None:
+        """Set the observation statistics from inputs x [N, input_dim] (the demonstrations).
+
+        The first `identity_dims` observation columns keep mean 0 and std 1: image keypoints, which are
+        bounded in [-1, 1] already and whose statistics change while the encoder trains with π_BC.
+        """
         obs = torch.as_tensor(np.asarray(x)[:, : self.obs_dim], dtype=torch.float32)
         self.obs_mean.copy_(obs.mean(0))
         self.obs_std.copy_(obs.std(0).clamp_min(_MIN_STD) if len(obs) > 1 else torch.ones(self.obs_dim))
+        self.obs_mean[:identity_dims] = 0.0
+        self.obs_std[:identity_dims] = 1.0
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         obs = (x[..., : self.obs_dim] - self.obs_mean) / self.obs_std
