@@ -224,3 +224,15 @@ def test_checkpoint_from_another_config_or_a_torn_file_is_refused(
         Learner(_config(method="bc"), demo_store, scale=SCALE).load_checkpoint(path)
     with pytest.raises(LearnerError, match="no learner checkpoint"):
         learner.load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("absorbing", [True, False])
+def test_csil_success_states_are_absorbing_unless_disabled(demo_store: EpisodeStore, absorbing: bool) -> None:
+    learner = Learner(_config(method="csil", absorbing_terminals=absorbing), demo_store, scale=SCALE)
+    learner.refresh()
+    batch = learner._tensors(learner.sampler.sample(512, np.random.default_rng(0), "demo"))
+    assert batch["done"].sum() > 0, "the demos end in success: some sampled rows are terminal"
+    done = learner._csil_done(batch)
+    # Absorbing: the terminal row bootstraps from s' = s (the success state) instead of cutting the
+    # return, so a mostly positive learned reward does not make success a loss.
+    assert torch.equal(done, torch.zeros_like(done) if absorbing else batch["done"])

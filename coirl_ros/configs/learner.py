@@ -86,6 +86,10 @@ class LearnerConfig(ConfigModel):
     # gradient's size, so even the tiny Q-gradients at a coherent start would shove the actor off
     # π_BC (KL 0 -> ~0.3 in 4 updates on the test problem); warming up keeps the start coherent.
     actor_warmup_updates: Annotated[int, Field(ge=0)] = 1_000
+    # CSIL: treat a terminal (success) state as absorbing - bootstrap from it instead of cutting the
+    # return there. The coherent reward is mostly positive on demo-like behaviour, so a cut would make
+    # every success forfeit future reward and teach the policy to put success off (survival bias).
+    absorbing_terminals: bool = True
     refine_reward: bool = True  # CSIL default: the reward keeps learning online (DESIGN.md 2.4)
     sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
     warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update

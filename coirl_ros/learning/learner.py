@@ -385,7 +385,7 @@ class Learner:
         for step in range(1, c.pretrain_steps + 1):
             b, _ = self._sample_demo(cfg.batch_size)
             reward = coherent_reward(self.reward_policy, b["x"], b["u"], self.alpha)
-            batch = CriticBatch(b["x"], b["u"], b["next_x"], b["next_u"], b["done"])
+            batch = CriticBatch(b["x"], b["u"], b["next_x"], b["next_u"], self._csil_done(b))
             loss, m = sarsa_pretrain_loss(
                 self.critic, self.target_critic, batch, cfg.gamma, reward, c.grad_penalty, max_value
             )
@@ -399,6 +399,11 @@ class Learner:
                 if progress:
                     progress("critic", step, c.pretrain_steps, metrics)
         return metrics
+
+    def _csil_done(self, b: dict[str, Tensor]) -> Tensor:
+        """CSIL's TD `done`: all zeros with `absorbing_terminals` (a terminal row's s' is s itself, so the
+        bootstrap is the value of staying in the success state), else the recorded flag."""
+        return torch.zeros_like(b["done"]) if self.config.absorbing_terminals else b["done"]
 
     def _after_critic_step(self) -> None:
         if isinstance(self.critic, XQCCritic):
@@ -445,7 +450,8 @@ class Learner:
         with torch.no_grad():
             next_dist = self.actor(b["next_x"])
             next_u, next_log_pi = next_dist.rsample()
-        batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, b["done"])
+        done = self._csil_done(b) if csil else b["done"]
+        batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, done)
         refine = csil and cfg.refine_reward and 0 < n_demo < cfg.batch_size
         if csil:
             # One reward forward serves both the critic target (detached) and the refinement step.
