@@ -228,7 +228,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
     csv_path = config.csv_path
     if not args.plot_only:
         run_experiment(config, csv_path)
-    rows = [r for r in read_rows(csv_path) if r["demos"] == config.demos]
+    rows = [r for r in read_rows(csv_path, config.eval_every) if r["demos"] == config.demos]
     png = plot_curves(rows, csv_path.with_suffix(".png"), f"{config.task}, {config.demos} demos")
     print("| method | seeds | eval episodes | success at 0 | final (mean ± std) | steps to 90% |", end="")
     print(" max drop below base |")
@@ -336,7 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=5_000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--requery", type=int, default=10, help="control steps between base queries")
-    p.add_argument("--scale", type=float, default=0.1, help="residual scale (normalised action units)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=0.5,
+        help="residual scale (normalised units). The local base's per-step error is 0.1-0.3, so at 0.1 most"
+        " demo residuals would be clipped (the learner warns about that)",
+    )
     p.add_argument("--base-steps", type=int, default=3000, help="training steps of the local BC base")
     p.add_argument("--learner-config", default="", help="learner YAML (default: built-in defaults)")
     p.add_argument("--bc-steps", type=int, default=0, help="override bc.steps")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -59,7 +60,8 @@ METHODS = ("base", "bc", "csil", "sparse")
 EVAL_SEED0 = 10_000  # evaluation seeds, disjoint from the demo seeds 0..N-1
 TRAIN_SEED0 = 1_000_000  # training-episode seeds: TRAIN_SEED0 * (seed + 1) + episode
 CSV_FIELDS = (
-    "task", "method", "seed", "demos", "env_steps", "updates", "success_rate", "eval_episodes", "wall_s",
+    "task", "method", "seed", "demos", "scale", "env_steps", "actual_env_steps", "updates", "success_rate",
+    "eval_episodes", "wall_s",
 )  # fmt: skip
 
 
@@ -77,7 +79,7 @@ class ExperimentConfig:
     eval_episodes: int = 50
     requery_every: int = 10
     composition: str = "residual"
-    scale: float = 0.1
+    scale: float = 0.5  # the local base's per-step error is 0.1-0.3: at 0.1, 85% of demo residuals clip
     base: LocalBCConfig = field(default_factory=LocalBCConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     out_dir: Path = Path("runs/bench_learn")
@@ -116,9 +118,10 @@ def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
     suffix = f"_img{config.image_size}" if config.image_size else ""
     root = config.task_dir / f"demos_{config.demos}{suffix}.zarr"
     if root.exists():
-        store = EpisodeStore.open(root)
-        if len(store.episode_indices()) >= config.demos:
-            return store
+        if len(EpisodeStore.open(root).episode_indices()) == config.demos:
+            return EpisodeStore.open(root)
+        # An interrupted generation: regenerating would append duplicates of the same seeds.
+        shutil.rmtree(root)
     report = generate_demos(
         config.task,
         config.demos,
@@ -128,7 +131,10 @@ def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
         progress=True,
     )
     log.info("%s", report)
-    return EpisodeStore.open(root)
+    store = EpisodeStore.open(root)
+    if len(store.episode_indices()) != config.demos:
+        raise RuntimeError(f"{root}: expected {config.demos} demos, the expert produced {report}")
+    return store
 
 
 def prepare_base(config: ExperimentConfig, demos: EpisodeStore) -> LocalBCBase:
@@ -140,8 +146,9 @@ def prepare_base(config: ExperimentConfig, demos: EpisodeStore) -> LocalBCBase:
     directory = config.task_dir / f"base_{config.demos}"
     if (directory / "model.safetensors").exists():
         base = LocalBCBase.load(directory)
-        if base.chunk_size == config.base.chunk_size:
+        if base.config == config.base:
             return base
+        log.warning("%s was trained with %s; retraining with %s", directory, base.config, config.base)
     base = train_local_bc_base(demos, config.base)
     base.save(directory)
     return base
@@ -208,6 +215,8 @@ class Actor:
                 else:
                     x = np.concatenate([obs["state"], obs["object"], base_action]).astype(np.float32)
                     u = policy.act(x, deterministic=not explore)
+                if self.config.composition == "ensemble":
+                    return u  # executed as (a_base + u) / 2
                 # ComposedPolicy applies scale * tanh(raw): hand it atanh(u) so the executed action is
                 # exactly clip(a_base + scale * u), the map the learner inverts.
                 return np.arctanh(np.clip(u, -1 + 1e-6, 1 - 1e-6))
@@ -273,21 +282,26 @@ def run_one(
     learner.pretrain()
     actor = Actor(config, base)
 
-    def evaluate(env_steps: int, rate: float | None = None) -> float:
-        """Evaluate (or, for a method that does not learn, repeat its one result at `env_steps`)."""
+    def evaluate(env_steps: int, actual: int, rate: float | None = None) -> float:
+        """Evaluate (or, for a method that does not learn, repeat its one result at `env_steps`).
+
+        `env_steps` is the nominal grid point (a multiple of eval_every), which every seed and method
+        shares; evaluation happens at the first episode boundary past it, `actual` env steps.
+        """
         if rate is None:
             rate = actor.evaluate(learner.acting_policy, config.eval_episodes)
         emit({
             "task": config.task, "method": method, "seed": seed, "demos": config.demos,
-            "env_steps": env_steps, "updates": learner.state.updates, "success_rate": rate,
-            "eval_episodes": config.eval_episodes, "wall_s": round(time.perf_counter() - start, 1),
+            "scale": config.scale, "env_steps": env_steps, "actual_env_steps": actual,
+            "updates": learner.state.updates, "success_rate": rate, "eval_episodes": config.eval_episodes,
+            "wall_s": round(time.perf_counter() - start, 1),
         })  # fmt: skip
         return rate
 
     try:
-        rate = evaluate(0)
+        rate = evaluate(0, 0)
         if not learner.trains_online:
-            evaluate(config.env_steps, rate)  # drawn flat across the budget
+            evaluate(config.env_steps, 0, rate)  # drawn flat across the budget
             return
         bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step", leave=False)
         bar.set_postfix(success=f"{rate:.0%}")
@@ -302,7 +316,7 @@ def run_one(
             learner.refresh()
             metrics = learner.train(learner.add_env_steps(steps))
             if env_steps >= next_eval or env_steps >= config.env_steps:
-                rate = evaluate(min(env_steps, config.env_steps))
+                rate = evaluate(min(next_eval, config.env_steps), env_steps)
                 next_eval += config.eval_every
                 q = metrics.get("critic/q_mean", float("nan"))
                 bar.set_postfix(success=f"{rate:.0%}", q=f"{q:.2f}", updates=learner.state.updates)
@@ -337,14 +351,23 @@ def run_experiment(config: ExperimentConfig, csv_path: Path | None = None) -> li
     return rows
 
 
-def read_rows(csv_path: Path) -> list[dict]:
-    """Rows of a curves CSV with numeric fields parsed."""
+def read_rows(csv_path: Path, eval_every: int | None = None) -> list[dict]:
+    """Rows of a curves CSV with numeric fields parsed.
+
+    CSVs written before the nominal evaluation step existed hold the actual step in `env_steps`;
+    with `eval_every` given it is snapped down to its grid point so that seeds line up.
+    """
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in ("seed", "demos", "env_steps", "updates", "eval_episodes"):
+        if not row.get("actual_env_steps"):
+            row["actual_env_steps"] = row["env_steps"]
+            if eval_every:
+                row["env_steps"] = str(int(row["env_steps"]) // eval_every * eval_every)
+        row["scale"] = row.get("scale") or "nan"
+        for key in ("seed", "demos", "env_steps", "actual_env_steps", "updates", "eval_episodes"):
             row[key] = int(row[key])
-        for key in ("success_rate", "wall_s"):
+        for key in ("success_rate", "wall_s", "scale"):
             row[key] = float(row[key])
     return rows
 

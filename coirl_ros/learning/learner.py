@@ -334,7 +334,7 @@ class Learner:
                 min(self.sampler.num_transitions("demo"), 50_000), self.rng, "demo"
             )
             self.bc_policy.fit_normaliser(policy_input(demo_rows, self.keys))
-        metrics: Metrics = {}
+        metrics: Metrics = {"bc/clipped_demo_fraction": self._clipped_demo_fraction()}
         if cfg.method == "base":
             self.state.phase = "pretrained"
             return metrics
@@ -342,7 +342,10 @@ class Learner:
         if self.encoder is not None:
             self.encoder.train()  # DrQ shifts on
         start = time.perf_counter()
-        for step in range(1, cfg.bc.steps + 1):
+        # The sparse baseline never uses π_BC in state mode (fresh actor, no prior): skip its training.
+        # In image mode π_BC's BC loss is what trains the (then frozen) encoder every network uses.
+        bc_steps = 0 if cfg.method == "sparse" and not self.image_mode else cfg.bc.steps
+        for step in range(1, bc_steps + 1):
             if self.image_mode:
                 x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
             else:
@@ -353,10 +356,10 @@ class Learner:
             loss.backward()
             self.bc_optim.step()
             self.state.bc_steps = step
-            if step % 100 == 0 or step == cfg.bc.steps:
-                metrics = {k: float(v) for k, v in m.items()}
+            if step % 100 == 0 or step == bc_steps:
+                metrics |= {k: float(v) for k, v in m.items()}
                 if progress:
-                    progress("bc", step, cfg.bc.steps, metrics)
+                    progress("bc", step, bc_steps, metrics)
         self.timings["bc_s"] = time.perf_counter() - start
         if self.image_mode:
             self._use_cached_features()
@@ -367,7 +370,7 @@ class Learner:
             metrics |= self._pretrain_critic(progress)
         elif cfg.method == "bc":
             self.actor.load_state_dict(self.bc_policy.state_dict())
-        else:  # sparse: a fresh actor whose mean is 0 everywhere, i.e. the base alone at first
+        else:  # sparse: a fresh actor whose mean is 0 everywhere (residual composition: the base alone)
             self.actor.obs_mean.copy_(self.bc_policy.obs_mean)
             self.actor.obs_std.copy_(self.bc_policy.obs_std)
         self.state.phase = "pretrained"
@@ -427,6 +430,28 @@ class Learner:
         steps = max(0, self.state.env_steps - self.config.warmup_env_steps)
         return max(0, int(steps * self.config.utd_ratio) - self.state.updates)
 
+    def _clipped_demo_fraction(self) -> float:
+        """Share of demo frames whose policy output u had to be clipped to ±1 in some dimension.
+
+        u = (a_demo − a_base) / scale: where the base is further from the demonstration than the
+        residual can reach, the target sits on the tanh bound, π_BC cannot fit it, and the coherent
+        reward there ends up below that of π_BC's own random actions (seen with scale 0.1 on the
+        local base, 85% of lift frames). Warn loudly: the fix is a larger `scale`.
+        """
+        rows = self.sampler.frames([ACTION, ACTION_BASE], "demo")
+        if self.composition == "residual":
+            raw = (rows[ACTION] - rows[ACTION_BASE]) / self.scale
+        else:
+            raw = 2.0 * rows[ACTION] - rows[ACTION_BASE]
+        fraction = float(np.mean(np.any(np.abs(raw) > 1.0, axis=-1))) if len(raw) else 0.0
+        if fraction > 0.1:
+            log.warning(
+                "%.0f%% of demonstration frames need a residual beyond the %s scale %.2g: the BC policy"
+                " and the coherent reward cannot represent them; raise residual.scale in policy.yaml",
+                100 * fraction, self.composition, self.scale,
+            )  # fmt: skip
+        return fraction
+
     def train(self, updates: int) -> Metrics:
         """`updates` online gradient updates (critic, reward, actor); metrics averaged over them."""
         if not self.trains_online or updates <= 0:
@@ -440,6 +465,14 @@ class Learner:
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             self.state.updates += 1
+            bad = [k for k in ("losses/actor", "losses/critic_td_ce", "losses/critic_td_mse") if k in m]
+            if any(not torch.isfinite(m[k]) for k in bad):
+                # Fail loudly: a NaN actor would otherwise act as "the base alone" (the composition
+                # falls back to the base on NaN) and the curve would silently show the base.
+                raise LearnerError(
+                    f"training diverged at update {self.state.updates}: "
+                    + ", ".join(f"{k}={float(m[k])}" for k in bad)
+                )
         return {k: v / updates for k, v in totals.items()}
 
     def _update(self) -> dict[str, Tensor]:
@@ -629,7 +662,8 @@ class Learner:
         if not path.is_file():
             raise LearnerError(f"no learner checkpoint at {path}")
         try:
-            payload: dict[str, Any] = torch.load(path, map_location=self.device, weights_only=False)
+            # CPU first: the RNG state must stay a CPU ByteTensor; load_state_dict moves tensors.
+            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:  # torch raises several types for a torn or foreign file
             raise LearnerError(f"{path}: not a readable learner checkpoint ({err})") from err
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
