@@ -9,10 +9,12 @@ from pathlib import Path
 # Before anything imports mujoco: headless offscreen rendering (the Makefile sets it too).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
-from coirl_ros.constants import ACTION, OBS_STATE, image_key
+from coirl_ros.constants import ACTION, DONE, OBS_STATE, REWARD, image_key
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 
 SMALL_SPEC = EpisodeSpec(
@@ -43,6 +45,37 @@ def record(
             for t in range(frames):
                 writer.add_frame(make_frame(store.spec, index, t))
             writer.save_episode(success=index % 2 == 0)
+
+
+def record_reach(
+    store: EpisodeStore,
+    source: str,
+    episodes: int,
+    seed: int,
+    noise: float,
+    scale: float,
+    steps: int = 20,
+    extra: Callable[[np.ndarray], dict] | None = None,
+) -> None:
+    """A toy reaching task for learner tests: s' = s + 0.1·u in the plane, success near the origin.
+
+    Demos act u = clip(-2s, ±0.9) (recorded as the residual action scale·u on a zero base),
+    rollouts add `noise`; `extra(s)` adds further frame entries (e.g. camera images of s).
+    """
+    rng = np.random.default_rng(seed)
+    with store.writer() as writer:
+        for _ in range(episodes):
+            writer.begin_episode("reach", source)
+            s = rng.uniform(-1, 1, 2).astype(np.float32)
+            for _t in range(steps):
+                a = np.clip(-2 * s + noise * rng.normal(size=2), -0.9, 0.9).astype(np.float32) * scale
+                done = bool(np.linalg.norm(s) < 0.05)
+                frame = {OBS_STATE: s, ACTION: a, REWARD: float(done), DONE: done}
+                writer.add_frame(frame | (extra(s) if extra is not None else {}))
+                if done:
+                    break
+                s = (s + 0.1 * a / scale).astype(np.float32)
+            writer.save_episode(success=done)
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import record_reach
 
 from coirl_ros.configs import LearnerConfig
-from coirl_ros.constants import ACTION, ACTION_BASE, DONE, NEXT, OBS_STATE, REWARD, image_key
+from coirl_ros.constants import ACTION_BASE, DONE, NEXT, OBS_STATE, image_key
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 from coirl_ros.data.transition_sampler import TransitionSampler
 from coirl_ros.learning.image_policy import IMAGE_FEATURES, ImageResidualPolicy
@@ -55,24 +56,12 @@ def _picture(s: np.ndarray, shift: int) -> np.ndarray:
     return image
 
 
+def _pictures(s: np.ndarray) -> dict[str, np.ndarray]:
+    return {image_key("front"): _picture(s, 0), image_key("wrist"): _picture(s, 3)}
+
+
 def _record(store: EpisodeStore, source: str, episodes: int, seed: int, noise: float) -> None:
-    """Episodes of 12 steps: s' = s + 0.1·u; demos act u = clip(-2s, ±0.9), rollouts add `noise`."""
-    rng = np.random.default_rng(seed)
-    with store.writer() as writer:
-        for _ in range(episodes):
-            writer.begin_episode("reach", source)
-            s = rng.uniform(-1, 1, 2).astype(np.float32)
-            for _t in range(12):
-                a = np.clip(-2 * s + noise * rng.normal(size=2), -0.9, 0.9).astype(np.float32) * SCALE
-                done = bool(np.linalg.norm(s) < 0.05)
-                frame = {OBS_STATE: s, ACTION: a, REWARD: float(done), DONE: done}
-                frame[image_key("front")] = _picture(s, 0)
-                frame[image_key("wrist")] = _picture(s, 3)
-                writer.add_frame(frame)
-                if done:
-                    break
-                s = (s + 0.1 * a / SCALE).astype(np.float32)
-            writer.save_episode(success=done)
+    record_reach(store, source, episodes, seed, noise, SCALE, steps=12, extra=_pictures)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import record_reach
 
 from coirl_ros.configs import LearnerConfig
-from coirl_ros.constants import ACTION, ACTION_BASE, DONE, NEXT, OBS_STATE, REWARD
+from coirl_ros.constants import ACTION_BASE, DONE, NEXT
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 from coirl_ros.data.transition_sampler import TransitionSampler
 from coirl_ros.learning.distributions import gaussian_kl
@@ -36,20 +37,7 @@ def _config(**overrides: object) -> LearnerConfig:
 
 
 def _record(store: EpisodeStore, source: str, episodes: int, seed: int, noise: float) -> None:
-    """Episodes of 20 steps: s' = s + 0.1·u; demos act u = clip(-2s, ±0.9), rollouts add `noise`."""
-    rng = np.random.default_rng(seed)
-    with store.writer() as writer:
-        for _ in range(episodes):
-            writer.begin_episode("reach", source)
-            s = rng.uniform(-1, 1, 2).astype(np.float32)
-            for _t in range(20):
-                a = np.clip(-2 * s + noise * rng.normal(size=2), -0.9, 0.9).astype(np.float32) * SCALE
-                done = bool(np.linalg.norm(s) < 0.05)
-                writer.add_frame({OBS_STATE: s, ACTION: a, REWARD: float(done), DONE: done})
-                if done:
-                    break
-                s = (s + 0.1 * a / SCALE).astype(np.float32)
-            writer.save_episode(success=done)
+    record_reach(store, source, episodes, seed, noise, SCALE)
 
 
 @pytest.fixture
