@@ -118,8 +118,9 @@ def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
     suffix = f"_img{config.image_size}" if config.image_size else ""
     root = config.task_dir / f"demos_{config.demos}{suffix}.zarr"
     if root.exists():
-        if len(EpisodeStore.open(root).episode_indices()) == config.demos:
-            return EpisodeStore.open(root)
+        cached = EpisodeStore.open(root)
+        if len(cached.episode_indices()) == config.demos:
+            return cached
         # An interrupted generation: regenerating would append duplicates of the same seeds.
         shutil.rmtree(root)
     report = generate_demos(

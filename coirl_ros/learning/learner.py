@@ -81,6 +81,7 @@ from coirl_ros.learning.residual_policy import (
     observation_keys,
     policy_action_from_executed,
     policy_input,
+    unclipped_policy_action,
 )
 from coirl_ros.learning.weight_snapshot import PolicySpec, WeightSnapshot
 
@@ -439,10 +440,7 @@ class Learner:
         local base, 85% of lift frames). Warn loudly: the fix is a larger `scale`.
         """
         rows = self.sampler.frames([ACTION, ACTION_BASE], "demo")
-        if self.composition == "residual":
-            raw = (rows[ACTION] - rows[ACTION_BASE]) / self.scale
-        else:
-            raw = 2.0 * rows[ACTION] - rows[ACTION_BASE]
+        raw = unclipped_policy_action(rows[ACTION], rows[ACTION_BASE], self.composition, self.scale)
         fraction = float(np.mean(np.any(np.abs(raw) > 1.0, axis=-1))) if len(raw) else 0.0
         if fraction > 0.1:
             log.warning(

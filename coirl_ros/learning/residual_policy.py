@@ -27,20 +27,30 @@ from coirl_ros.learning.hetstat import HetStatPolicy
 _MIN_STD = 1e-3
 
 
+def unclipped_policy_action(
+    executed: np.ndarray, base: np.ndarray, composition: str, scale: float
+) -> np.ndarray:
+    """The policy output that would produce `executed` on top of `base`, before clipping to [-1, 1].
+
+    residual: (a - a_base) / scale; ensemble: 2a - a_base. Values beyond ±1 mean the policy cannot
+    reach that action (the learner reports how often demos need that).
+    """
+    if composition == "residual":
+        return (executed - base) / scale
+    if composition == "ensemble":
+        return 2.0 * executed - base
+    raise ValueError(f"composition must be 'residual' or 'ensemble', got {composition!r}")
+
+
 def policy_action_from_executed(
     executed: np.ndarray, base: np.ndarray, composition: str, scale: float
 ) -> np.ndarray:
     """The policy output u in [-1, 1]^d that produced `executed` on top of `base`.
 
-    residual: u = clip((a - a_base) / scale); ensemble: u = clip(2a - a_base). Where the executed
-    action was itself clipped at the action bound, u is the smallest output giving the same action.
+    The clipped `unclipped_policy_action`. Where the executed action was itself clipped at the
+    action bound, u is the smallest output giving the same action.
     """
-    if composition == "residual":
-        u = (executed - base) / scale
-    elif composition == "ensemble":
-        u = 2.0 * executed - base
-    else:
-        raise ValueError(f"composition must be 'residual' or 'ensemble', got {composition!r}")
+    u = unclipped_policy_action(executed, base, composition, scale)
     return np.clip(u, -1.0, 1.0).astype(np.float32)
 
 
