@@ -1,0 +1,132 @@
+"""The node graph's contract: topic and service names, QoS profiles, and the one custom payload.
+
+Every node imports its names from here, so a topic is spelt once. Only standard messages are used
+(DESIGN.md 3); where a message must carry more than a standard type holds -- the per-tick record of
+what the policy or the teleoperator did -- it is a `std_msgs/Float64MultiArray` whose layout is
+defined and parsed only by `encode_step` / `decode_step` below.
+
+Graph (sim or robot; the sim node stands in for the robot driver and the camera hardware):
+
+    /joint_states (robot|sim_node) -> joint_node -> /coirl/state ------------------+
+    camera hardware | /sim/cameras/<c>/image_raw -> camera_node -> /cameras/<c>/... |
+    /coirl/environment_state (sim_node only: privileged object state)             |
+                                                                                   v
+    teleop_node | policy_node -> robot command topic (robot.yaml `command:`) + /coirl/step
+    recorder_node <- /coirl/state, cameras, /coirl/environment_state, /coirl/step
+    learner_node -> /coirl/policy/weights (reliable, transient local) -> policy_node
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+# ---- topics --------------------------------------------------------------------------------------
+STATE_TOPIC = "/coirl/state"  # sensor_msgs/JointState: the policy's state vector, config order
+ENV_STATE_TOPIC = "/coirl/environment_state"  # std_msgs/Float64MultiArray (sim only)
+STEP_TOPIC = "/coirl/step"  # std_msgs/Float64MultiArray, see encode_step
+WEIGHTS_TOPIC = "/coirl/policy/weights"  # std_msgs/UInt8MultiArray: WeightSnapshot.to_bytes()
+WEIGHTS_STATUS_TOPIC = "/coirl/policy/weights_status"  # std_msgs/String (JSON): accepted/rejected
+LEARNER_METRICS_TOPIC = "/coirl/learner/metrics"  # std_msgs/String (JSON)
+POLICY_DIAGNOSTICS_TOPIC = "/coirl/policy/diagnostics"  # std_msgs/String (JSON)
+TELEOP_TOPIC = "/coirl/teleop/action"  # std_msgs/Float64MultiArray: normalised action
+CLOCK_TOPIC = "/clock"  # rosgraph_msgs/Clock (sim_node, when use_sim_time)
+
+
+def sim_camera_topic(camera: str) -> str:
+    """Where sim_node publishes its raw renders; camera_node (source: sim) republishes them."""
+    return f"/sim/cameras/{camera}/image_raw"
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """CameraInfo beside an image topic, as image_transport names it."""
+    return image_topic.rsplit("/", 1)[0] + "/camera_info"
+
+
+# ---- services (std_srvs) -------------------------------------------------------------------------
+SIM_RESET_SERVICE = "/sim/reset"  # Trigger: new episode (next seed); message = JSON {"seed": ...}
+SIM_SUCCESS_SERVICE = "/sim/success"  # Trigger: success = task solved now
+RECORDER_START_SERVICE = "/recorder/start"  # Trigger
+RECORDER_STOP_SERVICE = "/recorder/stop"  # SetBool: data = success label; commits the episode
+RECORDER_DISCARD_SERVICE = "/recorder/discard"  # Trigger
+POLICY_HOLD_SERVICE = "/policy/hold"  # SetBool: true = hold position until released
+LEARNER_PAUSE_SERVICE = "/learner/pause"  # SetBool: true = pause training
+
+# ---- QoS -----------------------------------------------------------------------------------------
+# Sensors: best effort, keep last few; a late frame is worthless, a queued one is harmful.
+SENSOR_QOS = qos_profile_sensor_data
+# Commands and per-tick records: reliable, shallow (a dropped tick record is a hole in an episode).
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Weights: a policy node that (re)starts after the learner published still gets the latest snapshot.
+LATCHED_QOS = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
+
+# ---- the per-tick step record --------------------------------------------------------------------
+STEP_LAYOUT_LABEL = "coirl_step/1"
+_HEADER = 4  # stamp, observation stamp, policy version, tick
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What was executed at one control tick, in the learner's normalised action space.
+
+    `stamp` is when the command was sent, `observation_stamp` the capture time of the state it was
+    computed from (seconds, ROS time); `policy_version` 0 means no learned weights (teleop, base only).
+    """
+
+    stamp: float
+    observation_stamp: float
+    policy_version: int
+    tick: int
+    executed: np.ndarray
+    base: np.ndarray
+    residual: np.ndarray
+
+
+def encode_step(step: StepRecord) -> Float64MultiArray:
+    """[stamp, obs stamp, version, tick, executed(d), base(d), residual(d)] with a labelled layout."""
+    d = len(step.executed)
+    if len(step.base) != d or len(step.residual) != d:
+        raise ValueError("executed, base and residual actions must have the same length")
+    msg = Float64MultiArray()
+    msg.layout.dim = [
+        MultiArrayDimension(label=STEP_LAYOUT_LABEL, size=_HEADER + 3 * d, stride=_HEADER + 3 * d),
+        MultiArrayDimension(label="action_dim", size=d, stride=d),
+    ]
+    header = [step.stamp, step.observation_stamp, float(step.policy_version), float(step.tick)]
+    msg.data = np.concatenate([header, step.executed, step.base, step.residual]).astype(float).tolist()
+    return msg
+
+
+def decode_step(msg: Float64MultiArray) -> StepRecord:
+    """The inverse of `encode_step`; raises ValueError on any other layout (never guesses)."""
+    dims = msg.layout.dim
+    if len(dims) != 2 or dims[0].label != STEP_LAYOUT_LABEL or dims[1].label != "action_dim":
+        raise ValueError(f"not a {STEP_LAYOUT_LABEL} message (layout {[x.label for x in dims]})")
+    d = int(dims[1].size)
+    data = np.asarray(msg.data, dtype=np.float64)
+    if d <= 0 or len(data) != _HEADER + 3 * d:
+        raise ValueError(f"{STEP_LAYOUT_LABEL}: {len(data)} values for action_dim {d}")
+    body = data[_HEADER:]
+    return StepRecord(
+        stamp=float(data[0]),
+        observation_stamp=float(data[1]),
+        policy_version=int(data[2]),
+        tick=int(data[3]),
+        executed=body[:d].copy(),
+        base=body[d : 2 * d].copy(),
+        residual=body[2 * d :].copy(),
+    )
