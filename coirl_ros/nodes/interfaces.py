@@ -39,6 +39,12 @@ WEIGHTS_STATUS_TOPIC = "/coirl/policy/weights_status"  # std_msgs/String (JSON):
 LEARNER_METRICS_TOPIC = "/coirl/learner/metrics"  # std_msgs/String (JSON)
 POLICY_DIAGNOSTICS_TOPIC = "/coirl/policy/diagnostics"  # std_msgs/String (JSON)
 TELEOP_TOPIC = "/coirl/teleop/action"  # std_msgs/Float64MultiArray: normalised action
+# std_msgs/String (JSON), published by the recorder: {"event": "start"|"stop"|"discard", "index": n,
+# "success": bool|null, "stamp": t}. Policy and teleop nodes reset per-episode state on "start".
+EPISODE_TOPIC = "/coirl/episode"
+# std_msgs/Float64MultiArray from sim_node only: [sim time, qpos..., qvel...] (layout dims labelled
+# "qpos" and "qvel"), so a scripted expert in another process can mirror the exact sim state.
+SIM_STATE_TOPIC = "/sim/state"
 CLOCK_TOPIC = "/clock"  # rosgraph_msgs/Clock (sim_node, when use_sim_time)
 
 
