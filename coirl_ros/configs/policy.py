@@ -37,8 +37,17 @@ class ResidualConfig(ConfigModel):
     scale: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
+# The normalised action space the base, the residual, the learner and the episode store share.
+# ee_delta: 7 numbers in [-1, 1] (TCP translation, axis-angle rotation, gripper -1 open .. +1 closed),
+# turned into joint targets by IK on the robot side (coirl_ros/sim/env.py documents the scaling);
+# joint: one number per joint plus the gripper, the robot's joint limits mapped onto [-1, 1].
+ActionSpace = Literal["ee_delta", "joint"]
+EE_DELTA_DIM = 7
+
+
 class PolicyConfig(ConfigModel):
     """Base + residual; `residual: null` runs the base alone (the 'base only' baseline)."""
 
+    action_space: ActionSpace = "ee_delta"
     base: BasePolicyConfig = BasePolicyConfig()
     residual: ResidualConfig | None = ResidualConfig()
