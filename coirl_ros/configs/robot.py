@@ -50,6 +50,23 @@ class CommandConfig(ConfigModel):
     gripper_topic: TopicName = "/gripper_controller/commands"
 
 
+class EEDeltaConfig(ConfigModel):
+    """How `ee_delta` actions become joint targets on this robot (coirl_ros/control/action_space.py).
+
+    A full-scale action moves the commanded TCP by `max_ee_step` / `max_rot_step` per control step;
+    the commanded TCP stays within `max_ee_lead` of the measured one. The sim (`EnvConfig`) uses the
+    same defaults: demonstrations, base, residual and robot must mean the same motion by an action.
+    `model` is the MJCF the IK solves on, relative to the package share directory unless absolute;
+    its first joints must be the arm joints of `joints`, in order (checked when the IK is built).
+    """
+
+    model: Annotated[str, Field(min_length=1)] = "sim/panda.xml"
+    tcp_site: Annotated[str, Field(min_length=1)] = "tcp"
+    max_ee_step: Annotated[float, Field(gt=0, le=0.2)] = 0.02  # m per step (0.4 m/s at 20 Hz)
+    max_rot_step: Annotated[float, Field(gt=0, le=1.0)] = 0.1  # rad per step
+    max_ee_lead: Annotated[float, Field(gt=0, le=0.5)] = 0.05  # m
+
+
 class CameraConfig(ConfigModel):
     """One RGB camera: where frames come from, their size and rate, and the topic they go to."""
 
@@ -77,6 +94,7 @@ class RobotConfig(ConfigModel):
     control_rate_hz: Annotated[float, Field(gt=0, le=1000)] = 20.0
     state_timeout_s: PositiveFloat = 0.2
     cameras: list[CameraConfig] = []
+    ee_delta: EEDeltaConfig = EEDeltaConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> RobotConfig:
