@@ -44,6 +44,9 @@ TELEOP_TOPIC = "/coirl/teleop/action"  # std_msgs/Float64MultiArray: normalised 
 EPISODE_TOPIC = "/coirl/episode"
 # std_msgs/Float64MultiArray from sim_node only: [sim time, qpos..., qvel...] (layout dims labelled
 # "qpos" and "qvel"), so a scripted expert in another process can mirror the exact sim state.
+# Optionally followed by the mocap bodies' poses (dims "mocap_pos", "mocap_quat"): task fixtures
+# (pegs, cabinet, coffee machine, tripod) are mocap bodies placed at reset, outside qpos, so a mirror
+# needs them too. Build and parse it with `encode_sim_state` / `decode_sim_state` below.
 SIM_STATE_TOPIC = "/sim/state"
 CLOCK_TOPIC = "/clock"  # rosgraph_msgs/Clock (sim_node, when use_sim_time)
 
@@ -136,3 +139,52 @@ def decode_step(msg: Float64MultiArray) -> StepRecord:
         base=body[d : 2 * d].copy(),
         residual=body[2 * d :].copy(),
     )
+
+
+# ---- the sim state (sim_node -> teleop_node's scripted expert) -----------------------------------
+_SIM_DIMS = ("qpos", "qvel", "mocap_pos", "mocap_quat")
+
+
+@dataclass(frozen=True)
+class SimState:
+    """MuJoCo state a mirror needs: time, qpos, qvel and the mocap poses ([m, 3], [m, 4]; may be empty)."""
+
+    time: float
+    qpos: np.ndarray
+    qvel: np.ndarray
+    mocap_pos: np.ndarray
+    mocap_quat: np.ndarray
+
+
+def encode_sim_state(state: SimState) -> Float64MultiArray:
+    """[time, qpos, qvel, mocap_pos (flat), mocap_quat (flat)] with dims labelled by part."""
+    parts = [np.asarray(getattr(state, name), dtype=float).reshape(-1) for name in _SIM_DIMS]
+    msg = Float64MultiArray()
+    msg.layout.dim = [
+        MultiArrayDimension(label=name, size=len(p), stride=len(p))
+        for name, p in zip(_SIM_DIMS, parts, strict=True)
+    ]
+    msg.data = np.concatenate([[float(state.time)], *parts]).tolist()
+    return msg
+
+
+def decode_sim_state(msg: Float64MultiArray) -> SimState:
+    """The inverse of `encode_sim_state`; also reads the mocap-less [time, qpos, qvel] layout.
+
+    Raises ValueError on any other layout (never guesses)."""
+    labels = [d.label for d in msg.layout.dim]
+    if labels not in (list(_SIM_DIMS[:2]), list(_SIM_DIMS)):
+        raise ValueError(f"not a sim state message (layout {labels}, expected {list(_SIM_DIMS)})")
+    sizes = [int(d.size) for d in msg.layout.dim]
+    data = np.asarray(msg.data, dtype=np.float64)
+    if len(data) != 1 + sum(sizes):
+        raise ValueError(f"sim state: {len(data)} values for parts {dict(zip(labels, sizes, strict=True))}")
+    parts, offset = {}, 1
+    for label, size in zip(labels, sizes, strict=True):
+        parts[label] = data[offset : offset + size].copy()
+        offset += size
+    mocap_pos = parts.get("mocap_pos", np.zeros(0)).reshape(-1, 3)
+    mocap_quat = parts.get("mocap_quat", np.zeros(0)).reshape(-1, 4)
+    if len(mocap_pos) != len(mocap_quat):
+        raise ValueError(f"sim state: {len(mocap_pos)} mocap positions but {len(mocap_quat)} orientations")
+    return SimState(float(data[0]), parts["qpos"], parts["qvel"], mocap_pos, mocap_quat)
