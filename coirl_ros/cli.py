@@ -23,6 +23,7 @@ from coirl_ros.configs import (
     TaskConfig,
     load_config,
 )
+from coirl_ros.configs.teleop import TeleopConfig
 from coirl_ros.constants import EPISODE_SOURCES
 from coirl_ros.data import EpisodeStore, StoreError
 from coirl_ros.paths import config_dir
@@ -33,6 +34,7 @@ CONFIG_KINDS: dict[str, type[ConfigModel]] = {
     "task": TaskConfig,
     "policy": PolicyConfig,
     "learner": LearnerConfig,
+    "teleop": TeleopConfig,
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from conftest import record
 
 from coirl_ros.data import EpisodeStore
+from coirl_ros.paths import config_dir
 
 
 def coirl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,7 +57,7 @@ def test_missing_store_is_a_clean_error(tmp_path: Path) -> None:
 
 def test_config_check(tmp_path: Path) -> None:
     ok = coirl("config", "check")
-    assert ok.returncode == 0 and ok.stdout.count("ok ") == 4
+    assert ok.returncode == 0 and ok.stdout.count("ok ") == len(list(config_dir().glob("*.yaml")))
     bad = tmp_path / "robot_bad.yaml"
     bad.write_text("name: x\njoints: []\n")
     out = coirl("config", "check", str(bad))
