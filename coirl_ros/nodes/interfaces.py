@@ -49,6 +49,12 @@ EPISODE_TOPIC = "/coirl/episode"
 # needs them too. Build and parse it with `encode_sim_state` / `decode_sim_state` below.
 SIM_STATE_TOPIC = "/sim/state"
 CLOCK_TOPIC = "/clock"  # rosgraph_msgs/Clock (sim_node, when use_sim_time)
+# std_msgs/String (JSON) from joint_node: {"status": "ok"|"stale"|"inconsistent"|"no_data", "reason",
+# "age_s", "published", "rejected": {reason kind: count}, "stamp"}; on every status change and periodically.
+JOINT_DIAGNOSTICS_TOPIC = "/coirl/joint/diagnostics"
+# std_msgs/String (JSON) from camera_node: {"camera", "source", "device", "status": "streaming"|
+# "retrying"|"waiting", "error", "attempt", "retry_in_s", "published", "dropped_stale", "rate_hz", "stamp"}.
+CAMERA_DIAGNOSTICS_TOPIC = "/coirl/cameras/diagnostics"
 
 
 def sim_camera_topic(camera: str) -> str:
@@ -64,6 +70,9 @@ def camera_info_topic(image_topic: str) -> str:
 # ---- services (std_srvs) -------------------------------------------------------------------------
 SIM_RESET_SERVICE = "/sim/reset"  # Trigger: new episode (next seed); message = JSON {"seed": ...}
 SIM_SUCCESS_SERVICE = "/sim/success"  # Trigger: success = task solved now
+# SetBool: true = freeze the sim (no steps, commands still kept); what episode_driver wraps a reset
+# and the recorder's start in, so an episode's first command is recorded in any mode.
+SIM_PAUSE_SERVICE = "/sim/pause"
 RECORDER_START_SERVICE = "/recorder/start"  # Trigger
 RECORDER_STOP_SERVICE = "/recorder/stop"  # SetBool: data = success label; commits the episode
 RECORDER_DISCARD_SERVICE = "/recorder/discard"  # Trigger
@@ -75,6 +84,10 @@ LEARNER_PAUSE_SERVICE = "/learner/pause"  # SetBool: true = pause training
 SENSOR_QOS = qos_profile_sensor_data
 # Commands and per-tick records: reliable, shallow (a dropped tick record is a hole in an episode).
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Robot state (/joint_states, /coirl/state, /coirl/environment_state): reliable publishers, like
+# ros2_control's joint_state_broadcaster, so both reliable and best-effort subscribers match; a
+# subscriber that must not stall on a slow link subscribes with SENSOR_QOS.
+STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Weights: a policy node that (re)starts after the learner published still gets the latest snapshot.
 LATCHED_QOS = QoSProfile(
     depth=1,
@@ -188,3 +201,37 @@ def decode_sim_state(msg: Float64MultiArray) -> SimState:
     if len(mocap_pos) != len(mocap_quat):
         raise ValueError(f"sim state: {len(mocap_pos)} mocap positions but {len(mocap_quat)} orientations")
     return SimState(float(data[0]), parts["qpos"], parts["qvel"], mocap_pos, mocap_quat)
+
+
+# ---- the environment state (sim_node -> recorder, state-based policies) --------------------------
+_ENV_STATE_LABEL = "environment_state"
+_ENV_STAMP_LABEL = "stamp"
+
+
+def encode_environment_state(values: np.ndarray, stamp_sec: int, stamp_nanosec: int) -> Float64MultiArray:
+    """`data` is exactly the task's object state; the capture stamp rides in the layout.
+
+    Float64MultiArray has no header, and a consumer that reads `data` alone must get the state
+    unchanged, so the stamp is a second dimension labelled "stamp" with size = seconds and
+    stride = nanoseconds (both fit uint32 until 2106). The recorder pairs it with the state by stamp.
+    """
+    values = np.asarray(values, dtype=float).reshape(-1)
+    msg = Float64MultiArray()
+    msg.layout.dim = [
+        MultiArrayDimension(label=_ENV_STATE_LABEL, size=len(values), stride=len(values)),
+        MultiArrayDimension(label=_ENV_STAMP_LABEL, size=int(stamp_sec), stride=int(stamp_nanosec)),
+    ]
+    msg.data = values.tolist()
+    return msg
+
+
+def decode_environment_state(msg: Float64MultiArray) -> tuple[float | None, np.ndarray]:
+    """(stamp in seconds, or None for an unstamped array, values); ValueError if sizes disagree."""
+    data = np.asarray(msg.data, dtype=np.float64)
+    dims = msg.layout.dim
+    stamp = None
+    if len(dims) == 2 and dims[0].label == _ENV_STATE_LABEL and dims[1].label == _ENV_STAMP_LABEL:
+        if int(dims[0].size) != len(data):
+            raise ValueError(f"environment state: {len(data)} values, layout says {dims[0].size}")
+        stamp = int(dims[1].size) + int(dims[1].stride) * 1e-9
+    return stamp, data
