@@ -21,6 +21,8 @@ def test_core_imports_without_rclpy() -> None:
         "import coirl_ros.data.transition_sampler, coirl_ros.data.lerobot_io, coirl_ros.store_demo\n"
         "import coirl_ros.sim.env, coirl_ros.sim.demos, coirl_ros.sim.tasks.lift\n"
         "import coirl_ros.learning.hetstat, coirl_ros.learning.critics, coirl_ros.policies.composition\n"
+        "import coirl_ros.policies.async_chunker, coirl_ros.policies.pi05_base\n"
+        "import coirl_ros.policies.pi05_checkpoint, coirl_ros.policies.pi05_miniature\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
