@@ -11,6 +11,9 @@ Action modes (one action per step at `control_hz`, default 20 Hz):
   `max_ee_lead` of the measured one, so pushing against an obstacle cannot wind it up. It is
   converted to joint targets by differential IK, then limited exactly like the joint mode.
 
+Both conversions live in the control core (`coirl_ros.control`), which the policy and teleop nodes use
+on the robot: the sim runs the very same code on its commands.
+
 Either way targets are clipped to the joint limits and rate-limited to the joint velocity limits
 (config/robot.yaml values), so no action can drive the arm faster than the real robot allows.
 """
@@ -24,6 +27,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from coirl_ros.control.action_space import EEDeltaActionSpace
+from coirl_ros.control.limits import CommandLimiter
 from coirl_ros.sim.kinematics import HOME_QPOS, ArmIK
 from coirl_ros.sim.task import Task
 
@@ -83,6 +88,12 @@ class ManipulationEnv(gym.Env):
         self._finger = self.model.joint("panda_finger_joint1").qposadr[0]
         self.lower = np.append(self.model.jnt_range[:ARM_DOFS, 0], 0.0)
         self.upper = np.append(self.model.jnt_range[:ARM_DOFS, 1], FINGER_OPEN)
+        self.limiter = CommandLimiter(self.lower, self.upper, MAX_JOINT_VELOCITY, self.dt)
+        cfg = self.config
+        # Holds the commanded TCP pose; the teleop node's scripted expert reads it through ee_target().
+        self.ee_action = EEDeltaActionSpace(
+            self.ik, cfg.max_ee_step, cfg.max_rot_step, cfg.max_ee_lead, FINGER_OPEN, 0.0
+        )
         self._renderer: mujoco.Renderer | None = None
         if self.config.image_size is not None:
             h, w = self.config.image_size
@@ -131,7 +142,7 @@ class ManipulationEnv(gym.Env):
         for _ in range(int(0.2 / self.model.opt.timestep)):
             mujoco.mj_step(self.model, self.data)
         self._steps = 0
-        self._ee_target = self.tcp_pose()
+        self.ee_action.reset(tcp_pose=self.tcp_pose())
         return self._observation(), {"success": self.task.success(self.model, self.data)}
 
     def step(self, action: np.ndarray):
@@ -141,7 +152,11 @@ class ManipulationEnv(gym.Env):
             raise ValueError(f"{mode} action must have shape {want}, got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or inf: {action}")
-        target = self._ee_delta_to_joint(action) if self.config.action_mode == "ee_delta" else action
+        if self.config.action_mode == "ee_delta":
+            measured, _ = self.tcp_pose()
+            target = self.ee_action.to_joint_targets(action, self.data.qpos[:ARM_DOFS], measured)
+        else:
+            target = action
         self.data.ctrl[: ARM_DOFS + 1] = self.limit_joint_targets(target)
         for _ in range(self.n_substeps):
             mujoco.mj_step(self.model, self.data)
@@ -159,33 +174,11 @@ class ManipulationEnv(gym.Env):
     # ---- actions -------------------------------------------------------------------------------
     def limit_joint_targets(self, target: np.ndarray) -> np.ndarray:
         """Clip to joint limits and to what the velocity limits allow since the last command."""
-        step = MAX_JOINT_VELOCITY * self.dt
-        previous = self.data.ctrl[: ARM_DOFS + 1]
-        return np.clip(np.clip(target, previous - step, previous + step), self.lower, self.upper)
+        return self.limiter.limit(target, self.data.ctrl[: ARM_DOFS + 1])
 
     def ee_target(self) -> tuple[np.ndarray, np.ndarray]:
         """The commanded TCP pose that ee_delta actions move (position, rotation matrix)."""
-        return self._ee_target[0].copy(), self._ee_target[1].copy()
-
-    def _ee_delta_to_joint(self, action: np.ndarray) -> np.ndarray:
-        a = np.clip(action, -1.0, 1.0)
-        pos, rot = self._ee_target
-        measured, _ = self.tcp_pose()
-        target_pos = pos + a[:3] * self.config.max_ee_step
-        lead = target_pos - measured
-        if np.linalg.norm(lead) > self.config.max_ee_lead:
-            target_pos = measured + lead * (self.config.max_ee_lead / np.linalg.norm(lead))
-        angle = np.linalg.norm(a[3:6]) * self.config.max_rot_step
-        target_rot = rot
-        if angle > 1e-9:
-            quat = np.empty(4)
-            mujoco.mju_axisAngle2Quat(quat, a[3:6] / np.linalg.norm(a[3:6]), angle)
-            delta = np.empty(9)
-            mujoco.mju_quat2Mat(delta, quat)
-            target_rot = delta.reshape(3, 3) @ rot
-        self._ee_target = (target_pos, target_rot)
-        q = self.ik.solve(self.data.qpos[:ARM_DOFS], target_pos, target_rot)
-        return np.append(q, FINGER_OPEN * (1.0 - a[6]) / 2.0)
+        return self.ee_action.commanded_pose()
 
     # ---- observations --------------------------------------------------------------------------
     def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,200 @@
+"""Residual weights swapped between ticks: validated off the loop, every accept and reject reported."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from coirl_ros.configs import LearnerConfig
+from coirl_ros.configs.learner import BCConfig, CriticConfig
+from coirl_ros.constants import ACTION_BASE, OBS_ENV_STATE, OBS_STATE
+from coirl_ros.control.policy_actor import PolicyActor
+from coirl_ros.control.weight_swap import SwapReport, WeightSwapper
+from coirl_ros.data import EpisodeSpec, EpisodeStore
+from coirl_ros.learning import weight_snapshot
+from coirl_ros.learning.learner import Learner
+
+SPEC = EpisodeSpec(state_dim=8, action_dim=7, fps=20.0, env_state_dim=3)
+
+
+def tiny_config(hidden: int = 16, seed: int = 0) -> LearnerConfig:
+    return LearnerConfig(
+        bc=BCConfig(hidden_sizes=[hidden, hidden], bottleneck=4, num_features=16),
+        critic=CriticConfig(hidden_sizes=[16, 16], num_bins=11),
+        seed=seed,
+    )
+
+
+def make_learner(tmp_path: Path, name: str = "a", hidden: int = 16, scale: float = 0.1) -> Learner:
+    store = EpisodeStore.create(tmp_path / f"{name}.zarr", SPEC, exist_ok=True)
+    return Learner(tiny_config(hidden), store, "residual", scale)
+
+
+@pytest.fixture
+def learner(tmp_path: Path) -> Learner:
+    return make_learner(tmp_path)
+
+
+def collect(learner: Learner) -> tuple[WeightSwapper, list[SwapReport]]:
+    reports: list[SwapReport] = []
+    return WeightSwapper(lambda: learner, reports.append), reports
+
+
+def nan_bytes(data: bytes) -> bytes:
+    """A snapshot whose metadata is valid but whose first tensor holds NaN (as a diverged learner's)."""
+    tensors = safetensors.torch.load(data)
+    name = sorted(tensors)[0]
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    return safetensors.torch.save(tensors, metadata=weight_snapshot._read_metadata(data))
+
+
+def test_valid_weights_are_staged_and_taken_once(learner: Learner) -> None:
+    swapper, reports = collect(learner)
+    snap = learner.snapshot()
+    report = swapper.validate(snap.to_bytes())
+    assert report.accepted and report.version == 1 and report.run_id == learner.state.run_id
+    loaded = swapper.take()
+    assert loaded is not None and loaded.version == 1 and swapper.take() is None
+    for name, tensor in learner.actor.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[name], tensor)
+    assert loaded.module is not learner.actor and not loaded.module.training
+    assert [r.accepted for r in reports] == [True]
+
+
+def test_rejections_name_the_problem(tmp_path: Path, learner: Learner) -> None:
+    swapper, reports = collect(learner)
+    good = learner.snapshot().to_bytes()
+    assert swapper.validate(good).accepted
+    cases = {
+        "garbage": b"\x00\x01not a snapshot at all",
+        "stale": good,  # the same version again: a replay
+        "nan": nan_bytes(learner.snapshot().to_bytes()),
+        "shape": make_learner(tmp_path, "wide", hidden=32).snapshot().to_bytes(),
+        "spec": make_learner(tmp_path, "scaled", scale=0.3).snapshot().to_bytes(),
+    }
+    for data in cases.values():
+        assert not swapper.validate(data).accepted
+    reasons = dict(zip(cases, (r.reason for r in reports[1:]), strict=True))
+    assert "safetensors" in reasons["garbage"]
+    assert "stale snapshot: version 1" in reasons["stale"]
+    assert "non-finite" in reasons["nan"]
+    assert "policy spec mismatch" in reasons["shape"] and "hidden_sizes" in reasons["shape"]
+    assert "scale" in reasons["spec"]
+    assert swapper.take().version == 1  # only the valid one was ever staged
+    assert swapper.take() is None and swapper.rejected == len(cases)
+
+
+def test_a_new_learner_run_restarts_versions_but_an_older_run_is_a_replay(tmp_path: Path) -> None:
+    first = make_learner(tmp_path, "first")
+    swapper, _ = collect(first)
+    for _ in range(5):
+        snap = first.snapshot()
+    assert swapper.validate(snap.to_bytes()).accepted and snap.version == 5
+    old_run = make_learner(tmp_path, "old")
+    old_bytes = old_run.snapshot().to_bytes()  # another run, created before the restarted one below
+    time.sleep(0.01)
+    restarted = make_learner(tmp_path, "restarted")  # a learner started from scratch: version 1, new run
+    fresh = restarted.snapshot()
+    assert fresh.version == 1 and fresh.run_id != first.state.run_id
+    assert swapper.validate(fresh.to_bytes()).accepted
+    assert swapper.take().run_id == fresh.run_id
+    # The other run's snapshot was created before the active one: a stale latched message, rejected.
+    report = swapper.validate(old_bytes)
+    assert not report.accepted and "older run" in report.reason
+
+
+def test_take_never_waits_for_validation(learner: Learner) -> None:
+    release = threading.Event()
+
+    def slow_template() -> Learner:
+        release.wait(10)  # the first template build blocks the worker (e.g. opening a large store)
+        return learner
+
+    swapper = WeightSwapper(slow_template).start()
+    try:
+        swapper.submit(learner.snapshot().to_bytes())
+        start = time.perf_counter()
+        for _ in range(100):
+            assert swapper.take() is None  # the loop goes on with its current weights
+        assert time.perf_counter() - start < 1.0
+        release.set()
+        deadline = time.monotonic() + 10
+        loaded = None
+        while loaded is None and time.monotonic() < deadline:
+            loaded = swapper.take()
+            time.sleep(0.005)
+        assert loaded is not None and loaded.version == 1
+    finally:
+        swapper.close()
+
+
+def test_missing_store_rejects_then_retries(tmp_path: Path, learner: Learner) -> None:
+    attempts = []
+
+    def template() -> Learner:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise FileNotFoundError("no store yet")
+        return learner
+
+    swapper = WeightSwapper(template)
+    first = swapper.validate(learner.snapshot().to_bytes())
+    assert not first.accepted and "no store yet" in first.reason
+    assert swapper.validate(learner.snapshot().to_bytes()).accepted
+
+
+class FixedBase:
+    """A base action source returning one action (test input)."""
+
+    def __init__(self, action: np.ndarray) -> None:
+        self.value = action
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def action(self, observation):
+        return self.value
+
+    def close(self) -> None:
+        pass
+
+    def diagnostics(self) -> dict:
+        return {}
+
+
+def test_policy_actor_composes_base_and_residual_as_the_learner_inverts(learner: Learner) -> None:
+    swapper, _ = collect(learner)
+    with torch.no_grad():  # a residual that is not zero everywhere
+        learner.actor.net.mean_weights.normal_(0, 3.0)
+    swapper.validate(learner.snapshot().to_bytes())
+    base = np.array([0.5, -0.2, 0.0, 0.1, 0.0, 0.0, 0.95])
+    actor = PolicyActor(FixedBase(base), (OBS_STATE, OBS_ENV_STATE), "residual", 0.1, swapper)
+    obs = {OBS_STATE: np.linspace(-1, 1, 8), OBS_ENV_STATE: np.array([0.1, 0.2, 0.3])}
+    assert actor.act(obs).policy_version == 0  # nothing adopted yet: the base alone
+    actor.before_tick()
+    assert actor.version == 1 and actor.required_inputs() == (OBS_STATE, OBS_ENV_STATE)
+    out = actor.act(obs)
+    x = np.concatenate([obs[OBS_STATE], obs[OBS_ENV_STATE], base]).astype(np.float32)
+    u = learner.actor.act(x)
+    assert np.abs(u).max() > 0.05
+    np.testing.assert_allclose(out.executed, np.clip(base + 0.1 * u, -1, 1), atol=1e-5)
+    np.testing.assert_allclose(out.residual, out.executed - out.base)
+    assert learner.policy_spec().obs_keys == (OBS_STATE, OBS_ENV_STATE, ACTION_BASE)
+    with torch.no_grad():  # a diverged module: the base acts alone, never NaN
+        actor.active.module.net.mean_weights.fill_(float("nan"))
+    nan_out = actor.act(obs)
+    np.testing.assert_array_equal(nan_out.executed, base)
+    assert actor.residual_fallbacks == 1
+    assert actor.act(obs).policy_version == 1
+
+
+def test_policy_actor_holds_while_the_base_has_no_chunk() -> None:
+    actor = PolicyActor(FixedBase(None), (OBS_STATE,))
+    assert actor.act({OBS_STATE: np.zeros(8)}) == "base_pending"
