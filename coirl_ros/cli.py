@@ -23,6 +23,9 @@ from coirl_ros.configs import (
     TaskConfig,
     load_config,
 )
+from coirl_ros.configs.ingestion import IngestionConfig
+from coirl_ros.configs.recorder import RecorderConfig
+from coirl_ros.configs.sim import SimConfig
 from coirl_ros.configs.teleop import TeleopConfig
 from coirl_ros.constants import EPISODE_SOURCES
 from coirl_ros.data import EpisodeStore, StoreError
@@ -35,6 +38,9 @@ CONFIG_KINDS: dict[str, type[ConfigModel]] = {
     "policy": PolicyConfig,
     "learner": LearnerConfig,
     "teleop": TeleopConfig,
+    "sim": SimConfig,
+    "recorder": RecorderConfig,
+    "ingestion": IngestionConfig,
 }
 
 

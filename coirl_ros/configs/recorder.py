@@ -1,0 +1,24 @@
+"""The demonstration / rollout recorder (recorder_node)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from coirl_ros.configs.loading import ConfigModel
+
+
+class RecorderConfig(ConfigModel):
+    """Where episodes go, what they are labelled, and how steps are paired with observations."""
+
+    store: Annotated[str, Field(min_length=1)] = "runs/episodes.zarr"
+    source: Literal["teleop", "policy", "scripted"] = "teleop"
+    task: str = ""  # "" = task.yaml's name
+    flush_every: Annotated[int, Field(gt=0)] = 30  # frames per background write (EpisodeWriter)
+    # States, camera frames and environment states are kept this long to pair them with steps.
+    buffer_s: Annotated[float, Field(gt=0)] = 5.0
+    # A step whose state has not arrived yet waits this long (wall time) before it is skipped.
+    step_wait_s: Annotated[float, Field(gt=0)] = 0.5
+    # A camera frame more than this older than the step's observation is not paired (step skipped).
+    max_image_lag_s: Annotated[float, Field(gt=0)] = 0.5
