@@ -1,0 +1,63 @@
+"""What every coirl node's main() does, and stamp conversions.
+
+`run_node` starts rclpy, builds the node, spins it and shuts down cleanly on Ctrl-C, on SIGTERM
+(rclpy's signal handler shuts the context down: ExternalShutdownException) and on errors, always
+calling the node's `close()` (threads joined, devices and stores released) before rclpy goes.
+A configuration error ends the process with exit code 2 and the message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from coirl_ros.configs.loading import ConfigError
+
+
+def stamp_seconds(stamp: Time) -> float:
+    """builtin_interfaces/Time -> float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_stamp(seconds: float) -> Time:
+    """float seconds -> builtin_interfaces/Time (rounded to the nanosecond)."""
+    ns = round(seconds * 1e9)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 1) -> int:
+    """rclpy.init, build, spin until shutdown, close; returns the process exit code.
+
+    A node that has finished its work (episode_driver) sets `self.exit_code`; the loop then ends.
+    """
+    rclpy.init(args=list(args) if args is not None else None)
+    node: Node | None = None
+    code = 0
+    try:
+        node = factory()
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
+            exit_code = getattr(node, "exit_code", None)
+            if exit_code is not None:
+                code = int(exit_code)
+                break
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError as err:
+        print(f"configuration error:\n{err}", file=sys.stderr)
+        code = 2
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
