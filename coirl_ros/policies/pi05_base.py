@@ -178,6 +178,7 @@ class Pi05BasePolicy:
         `stats_store` set: normalisation statistics come from that episode store's demonstrations
         (and define the state/action sizes) instead of the checkpoint.
         """
+        import torch
         from lerobot.configs import FeatureType, PolicyFeature, PreTrainedConfig
         from lerobot.policies.factory import make_pre_post_processors
         from lerobot.policies.pi05.configuration_pi05 import PI05Config
@@ -285,7 +286,9 @@ class Pi05BasePolicy:
         arch = Pi05Architecture.read(directory)
         if arch is not None:
             log.warning("%s: miniature pi0.5 (%s): a test/benchmark model, not a real pi0.5", directory, arch)
-        with pi05_architecture(arch):
+        # Built straight on the target device: a full pi0.5 initialised on the CPU first would take
+        # ~16 GiB of host memory and minutes before its random weights are overwritten anyway.
+        with pi05_architecture(arch), torch.device(device):
             policy = PI05Policy(config)
         load_weights_strict(policy, directory / WEIGHTS_FILE)
         embed = policy.model.paligemma_with_expert.paligemma.model.language_model.get_input_embeddings()
