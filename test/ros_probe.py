@@ -31,9 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 class NodeProcess:
     """A node running as `python -m coirl_ros.nodes.<module>` with ROS parameters."""
 
-    def __init__(self, module: str, env: dict[str, str], params: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, module: str, env: dict[str, str], params: dict[str, Any] | None = None, name: str | None = None
+    ) -> None:
         self.module = module
         args = [sys.executable, "-m", f"coirl_ros.nodes.{module}", "--ros-args"]
+        if name is not None:
+            args += ["-r", f"__node:={name}"]
         for key, value in (params or {}).items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{key}:={text}"]

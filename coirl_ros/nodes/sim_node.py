@@ -143,6 +143,8 @@ class SimNode(Node):
             self._publish_observation()  # a lockstep controller needs a first state to act on
             self._loop()
         except Exception as err:  # the node must not keep answering services with a dead sim
+            if not self.context.ok():
+                return  # rclpy shut down under the loop (Ctrl-C): publishing failed, nothing is wrong
             self.get_logger().fatal(f"sim loop failed: {type(err).__name__}: {err}")
             self.exit_code = 1
         finally:
@@ -153,7 +155,7 @@ class SimNode(Node):
         period = self.sim.dt / self.cfg.real_time_factor if self.cfg.real_time_factor > 0 else 0.0
         next_wall = time.monotonic()
         interrupted = lambda: self._stop.is_set() or self.paused or not self._requests.empty()  # noqa: E731
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():
             self._serve_requests()
             if self.paused:
                 self._wake.wait(0.05)
