@@ -10,6 +10,7 @@ from coirl_ros.configs.loading import ConfigModel
 from coirl_ros.configs.robot import TopicName
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
+AxisIndex = Annotated[int, Field(ge=-1)]
 
 
 class JoyConfig(ConfigModel):
@@ -21,7 +22,7 @@ class JoyConfig(ConfigModel):
     """
 
     topic: TopicName = "/joy"
-    axes: Annotated[list[Annotated[int, Field(ge=-1)]], Field(min_length=6, max_length=6)] = [0, 1, 2, 3, 4, 5]
+    axes: Annotated[list[AxisIndex], Field(min_length=6, max_length=6)] = [0, 1, 2, 3, 4, 5]
     scale: Annotated[list[float], Field(min_length=6, max_length=6)] = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     deadzone: Annotated[float, Field(ge=0, lt=1)] = 0.1
     close_button: Annotated[int, Field(ge=-1)] = 0  # -1: none
