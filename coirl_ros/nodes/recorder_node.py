@@ -1,0 +1,314 @@
+"""recorder_node: teleop demonstrations and policy rollouts -> the episode store.
+
+Every /coirl/step record (one per control tick, from teleop_node or policy_node) becomes one frame:
+the /coirl/state whose stamp equals the step's observation stamp, the newest frame of every camera
+at or before it, the sim's environment state with that stamp (when the store has one), and the
+executed / base / residual actions (see coirl_ros/recording/frame_assembler.py). Steps that cannot
+be paired are skipped and counted, never recorded with the wrong observation.
+
+Services: /recorder/start (Trigger), /recorder/stop (SetBool: data = success label; commits the
+episode atomically), /recorder/discard (Trigger). Events on /coirl/episode (JSON): {"event":
+"start"|"stop"|"discard", "index", "success", "stamp", ...}; policy and teleop nodes reset on
+"start". A success sets the last frame's reward to 1 and done to true, as the learner expects.
+
+The store (parameter `store`) is created on the first start, with the spec from the robot config
+(state, cameras at their configured size; other sizes are resized), the policy's action space and
+the environment state dimension seen on /coirl/environment_state (0 on a robot). The recorder is
+the store's single writer while it runs. Killed mid-episode, it loses that episode's unflushed
+frames only; stopped cleanly mid-episode, it commits what it has, unlabelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from coirl_ros.configs.loading import config_hash
+from coirl_ros.configs.policy import PolicyConfig
+from coirl_ros.configs.recorder import RecorderConfig
+from coirl_ros.configs.robot import RobotConfig
+from coirl_ros.configs.task import TaskConfig
+from coirl_ros.data.episode_spec import FrameError
+from coirl_ros.data.episode_store import EpisodeStore, StoreError
+from coirl_ros.ingestion.image_codec import image_to_rgb
+from coirl_ros.nodes.interfaces import (
+    COMMAND_QOS,
+    ENV_STATE_TOPIC,
+    EPISODE_TOPIC,
+    RECORDER_DISCARD_SERVICE,
+    RECORDER_START_SERVICE,
+    RECORDER_STOP_SERVICE,
+    SENSOR_QOS,
+    STATE_TOPIC,
+    STEP_TOPIC,
+    StepRecord,
+    decode_environment_state,
+    decode_step,
+)
+from coirl_ros.nodes.node_runtime import run_node, stamp_seconds
+from coirl_ros.nodes.ros_params import declare_config_file, declare_overrides
+from coirl_ros.recording.episode_recorder import EpisodeRecorder, recording_spec
+from coirl_ros.recording.frame_assembler import FrameAssembler, Skip
+
+RECORDER_FIELDS = ("store", "source", "task", "flush_every", "buffer_s", "step_wait_s", "max_image_lag_s")
+# Deep reliable queues: a burst of ticks must not lose a record while a frame is being written.
+RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+class RecorderNode(Node):
+    """See module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__("recorder_node")
+        robot = declare_config_file(self, "robot_config", "robot.yaml", RobotConfig)
+        task_cfg = declare_config_file(self, "task_config", "task.yaml", TaskConfig)
+        policy = declare_overrides(
+            self, declare_config_file(self, "policy_config", "policy.yaml", PolicyConfig), ["action_space"]
+        )
+        cfg = declare_overrides(
+            self,
+            declare_config_file(self, "recorder_config", "recorder.yaml", RecorderConfig),
+            RECORDER_FIELDS,
+        )
+        self.robot, self.cfg = robot, cfg
+        self.task = cfg.task or task_cfg.name
+        self.action_space = policy.action_space
+        self.state_names = [*robot.joint_names, robot.gripper.joint]
+        spec = recording_spec(robot, self.action_space)  # env_state_dim is settled at the first start
+        self.assembler = FrameAssembler(
+            spec,
+            {c.name: c.fps for c in robot.cameras},
+            buffer_s=cfg.buffer_s,
+            step_wait_s=cfg.step_wait_s,
+            max_image_lag_s=cfg.max_image_lag_s,
+        )
+        self.recorder: EpisodeRecorder | None = None
+        self.env_state_dim: int | None = None
+        self.latest_version: int | None = None
+        self._recent_steps: deque[StepRecord] = deque(maxlen=50)
+        self._warned: set[str] = set()
+
+        self.pub_events = self.create_publisher(String, EPISODE_TOPIC, COMMAND_QOS)
+        self.create_subscription(JointState, STATE_TOPIC, self._on_state, RECORD_QOS)
+        self.create_subscription(Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, RECORD_QOS)
+        self.create_subscription(Float64MultiArray, STEP_TOPIC, self._on_step, RECORD_QOS)
+        for cam in robot.cameras:
+            self.create_subscription(
+                Image, cam.image_topic, lambda msg, name=cam.name: self._on_image(name, msg), SENSOR_QOS
+            )
+        self.create_service(Trigger, RECORDER_START_SERVICE, self._on_start)
+        self.create_service(SetBool, RECORDER_STOP_SERVICE, self._on_stop)
+        self.create_service(Trigger, RECORDER_DISCARD_SERVICE, self._on_discard)
+        self.create_timer(0.01, self._drain)
+        self.get_logger().info(
+            f"recording {self.task} ({cfg.source}) into {cfg.store}: state {spec.state_dim},"
+            f" {self.action_space} actions ({spec.action_dim}), cameras {spec.camera_names or 'none'}"
+        )
+
+    # ---- inputs ---------------------------------------------------------------------------------------
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warn(text)
+
+    def _on_state(self, msg: JointState) -> None:
+        if list(msg.name) != self.state_names:
+            self._warn_once(
+                "names", f"{STATE_TOPIC} joint names {list(msg.name)} != configured {self.state_names}"
+            )
+            return
+        self.assembler.add_state(stamp_seconds(msg.header.stamp), np.asarray(msg.position))
+
+    def _on_env_state(self, msg: Float64MultiArray) -> None:
+        stamp, values = decode_environment_state(msg)
+        if stamp is None:
+            stamp = self.assembler.states.newest_stamp
+            self._warn_once("env_stamp", f"unstamped {ENV_STATE_TOPIC}: paired with the newest state instead")
+            if stamp is None:
+                return
+        self.env_state_dim = len(values)
+        self.assembler.add_env_state(stamp, values)
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+        except ValueError as err:
+            self._warn_once(f"img_{camera}", f"camera {camera}: {err}")
+            return
+        self.assembler.add_image(camera, stamp_seconds(msg.header.stamp), rgb)
+        if camera in self.assembler.resized_from:
+            h, w = self.assembler.resized_from[camera]
+            want = dict(self.assembler.spec.cameras)[camera]
+            self._warn_once(
+                f"resize_{camera}",
+                f"camera {camera} publishes {w}x{h}; recorded resized to {want[1]}x{want[0]}",
+            )
+
+    def _on_step(self, msg: Float64MultiArray) -> None:
+        try:
+            step = decode_step(msg)
+        except ValueError as err:
+            self._warn_once("step_layout", f"ignored {STEP_TOPIC} message: {err}")
+            return
+        self.latest_version = step.policy_version
+        if self.recorder is not None and self.recorder.recording:
+            self.assembler.submit(step, time.monotonic())
+        else:
+            self._recent_steps.append(step)
+
+    def _drain(self, force: bool = False) -> None:
+        if self.recorder is None or not self.recorder.recording:
+            return
+        for step, result in self.assembler.drain(time.monotonic(), force=force):
+            if isinstance(result, Skip):
+                self.recorder.skip(result.kind)
+                self.get_logger().warn(
+                    f"step {step.tick} skipped: {result.reason}", throttle_duration_sec=2.0
+                )
+                continue
+            try:
+                self.recorder.add(result, step.observation_stamp, step.policy_version)
+            except FrameError as err:
+                self.recorder.skip("invalid")
+                self.get_logger().warn(
+                    f"step {step.tick} refused by the store: {err}", throttle_duration_sec=2.0
+                )
+            except StoreError as err:
+                self.get_logger().error(f"episode cannot be written: {err}", throttle_duration_sec=5.0)
+
+    # ---- the store -------------------------------------------------------------------------------------
+    def _open_store(self) -> EpisodeRecorder:
+        env_dim = self.env_state_dim
+        existing = None
+        with contextlib.suppress(StoreError):  # no store yet: created below
+            existing = EpisodeStore.open(self.cfg.store).spec
+        if env_dim is None:
+            env_dim = existing.env_state_dim if existing is not None else 0
+        spec = recording_spec(self.robot, self.action_space, env_dim)
+        if existing is not None and existing != spec:
+            hint = ""
+            if existing.env_state_dim and self.env_state_dim is None:
+                hint = (
+                    f" (the store has environment state; nothing arrived on {ENV_STATE_TOPIC}:"
+                    " is sim_node running?)"
+                )
+            raise StoreError(
+                f"{self.cfg.store} was recorded with spec {existing.to_dict()}; this recorder produces"
+                f" {spec.to_dict()}{hint}"
+            )
+        recorder = EpisodeRecorder(self.cfg.store, spec, config_hash(self.robot), self.cfg.flush_every)
+        self.assembler.spec = spec
+        for p in recorder.abandoned:
+            self.get_logger().warn(
+                f"{self.cfg.store}: partial episode {p.name} ({p.frames_flushed} frames) left by a writer"
+                " that died; committed episodes are intact (`coirl episodes verify --remove-partial`)"
+            )
+        return recorder
+
+    def _event(self, event: str, index: int | None, success: bool | None, **extra: Any) -> None:
+        payload = {
+            "event": event,
+            "index": index,
+            "success": success,
+            "stamp": self.get_clock().now().nanoseconds * 1e-9,
+        }
+        self.pub_events.publish(String(data=json.dumps(payload | extra)))
+
+    # ---- services --------------------------------------------------------------------------------------
+    def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            if self.recorder is None:
+                self.recorder = self._open_store()
+            if self.recorder.recording:
+                raise StoreError(
+                    f"already recording episode {self.recorder.stats.index}; stop or discard it first"
+                )
+            index = self.recorder.start(self.task, self.cfg.source, self.latest_version)
+        except (StoreError, OSError) as err:
+            self.get_logger().error(f"cannot start recording: {err}")
+            response.success, response.message = False, str(err)
+            return response
+        # The step computed from the current observation may have come before the start (lockstep
+        # controllers answer a new state at once): it is this episode's first action.
+        self.assembler.clear_pending()
+        newest = self.assembler.states.newest_stamp
+        for step in self._recent_steps:
+            if newest is not None and step.observation_stamp >= newest - self.assembler.tolerance:
+                self.assembler.submit(step, time.monotonic())
+        self._recent_steps.clear()
+        self._event("start", index, None, task=self.task, source=self.cfg.source)
+        self.get_logger().info(f"recording episode {index} ({self.task}, {self.cfg.source})")
+        response.success, response.message = True, json.dumps({"index": index})
+        return response
+
+    def _on_stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if self.recorder is None or not self.recorder.recording:
+            response.success, response.message = False, "not recording"
+            return response
+        response.success, response.message = self._finish(bool(request.data))
+        return response
+
+    def _finish(self, success: bool | None) -> tuple[bool, str]:
+        assert self.recorder is not None and self.recorder.stats is not None
+        self._drain(force=True)
+        index = self.recorder.stats.index
+        try:
+            meta, stats = self.recorder.stop(success)
+        except StoreError as err:
+            self.get_logger().error(f"episode {index} not saved: {err}")
+            self._event("discard", index, None, reason=str(err))
+            return False, str(err)
+        info = {"index": meta.index, "frames": meta.num_frames, "success": success, "skipped": stats.skipped}
+        versions = sorted(stats.policy_versions)
+        self._event(
+            "stop",
+            meta.index,
+            success,
+            frames=meta.num_frames,
+            skipped=stats.skipped,
+            policy_versions=versions,
+        )
+        skipped = f", skipped {stats.skipped}" if stats.skipped else ""
+        self.get_logger().info(
+            f"saved episode {meta.index}: {meta.num_frames} frames, success={success}{skipped}"
+        )
+        return True, json.dumps(info)
+
+    def _on_discard(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.recorder is None or not self.recorder.recording:
+            response.success, response.message = False, "not recording"
+            return response
+        stats = self.recorder.discard()
+        self.assembler.clear_pending()
+        index = stats.index if stats is not None else None
+        self._event("discard", index, None)
+        self.get_logger().info(f"discarded episode {index}")
+        response.success, response.message = True, json.dumps({"index": index})
+        return response
+
+    def close(self) -> None:
+        if self.recorder is None:
+            return
+        if self.recorder.recording:
+            self.get_logger().warn("shutting down mid-episode: committing it unlabelled (success = null)")
+            self._finish(None)
+        self.recorder.close()
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    raise SystemExit(run_node(RecorderNode, args))
+
+
+if __name__ == "__main__":
+    main()

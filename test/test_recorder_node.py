@@ -1,0 +1,229 @@
+"""recorder_node as a process: steps become frames paired with the right observation, episodes are
+committed atomically, and a SIGKILL mid-episode leaves every committed episode intact."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from ros_probe import NodeProcess, RosProbe, robot_config_file
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from coirl_ros.constants import (
+    ACTION,
+    ACTION_BASE,
+    DONE,
+    OBS_ENV_STATE,
+    OBS_STATE,
+    REWARD,
+    TIMESTAMP,
+    image_key,
+)
+from coirl_ros.data import EpisodeStore
+from coirl_ros.nodes.interfaces import (
+    COMMAND_QOS,
+    ENV_STATE_TOPIC,
+    EPISODE_TOPIC,
+    SENSOR_QOS,
+    STATE_QOS,
+    STATE_TOPIC,
+    STEP_TOPIC,
+    StepRecord,
+    encode_environment_state,
+    encode_step,
+)
+
+NAMES = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1"]
+T0 = 100.0
+
+
+def t(k: int) -> float:
+    return T0 + 0.05 * k
+
+
+def to_time(seconds: float) -> Time:
+    ns = round(seconds * 1e9)
+    return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+
+class Feeder:
+    """Publishes what joint_node, camera_node, sim_node and a policy node would, values encoding k."""
+
+    def __init__(self, probe: RosProbe, camera_size: tuple[int, int] | None) -> None:
+        node = probe.node
+        self.state = node.create_publisher(JointState, STATE_TOPIC, STATE_QOS)
+        self.env = node.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, STATE_QOS)
+        self.step_pub = node.create_publisher(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
+        self.image = (
+            node.create_publisher(Image, "/cameras/front/image_raw", SENSOR_QOS) if camera_size else None
+        )
+        self.camera_size = camera_size
+        for pub in (self.state, self.env, self.step_pub, self.image):
+            if pub is not None:
+                probe.wait_subscribers(pub)
+
+    def observation(self, k: int) -> None:
+        if self.image is not None:
+            h, w = self.camera_size
+            img = Image(height=h, width=w, encoding="rgb8", step=3 * w)
+            img.header.stamp = to_time(t(k) - 0.01)  # captured just before the joint state
+            img.data = np.full((h, w, 3), k, np.uint8).tobytes()
+            self.image.publish(img)
+        self.env.publish(encode_environment_state(np.full(3, float(k)), *divmod(round(t(k) * 1e9), 10**9)))
+        msg = JointState(name=NAMES, position=[float(k)] * 8)
+        msg.header.stamp = to_time(t(k))
+        self.state.publish(msg)
+
+    def step(self, k: int, observation_stamp: float | None = None, version: int = 3) -> None:
+        a = np.full(7, k / 100.0)
+        record = StepRecord(
+            t(k) + 0.01, t(k) if observation_stamp is None else observation_stamp, version, k, a, a / 2, a / 2
+        )
+        self.step_pub.publish(encode_step(record))
+
+
+def events(probe: RosProbe) -> list[dict]:
+    return [json.loads(m.data) for m in probe.got(EPISODE_TOPIC)]
+
+
+@pytest.mark.ros
+def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], tmp_path: Path) -> None:
+    store = tmp_path / "episodes.zarr"
+    camera = [{"name": "front", "source": "sim", "width": 32, "height": 24, "fps": 20.0}]
+    params = {
+        "robot_config": robot_config_file(tmp_path, camera),
+        "store": str(store),
+        "source": "teleop",
+        "task": "lift",
+        "step_wait_s": 0.3,
+    }
+    with NodeProcess("recorder_node", ros_env, params) as rec, RosProbe(ros_env) as probe:
+        probe.subscribe(String, EPISODE_TOPIC)
+        feed = Feeder(probe, camera_size=(12, 16))  # the camera publishes 16x12: recorded resized to 32x24
+        for k in range(3):
+            feed.observation(k)
+        feed.step(2)  # answers the newest observation before the start: the episode's first action
+        time.sleep(0.2)
+        start = probe.call(Trigger, "/recorder/start")
+        assert start.success and json.loads(start.message) == {"index": 0}
+        for k in range(3, 13):
+            if k % 2:
+                feed.observation(k)
+                feed.step(k)
+            else:  # the step overtakes its observation: it must wait for it, not take an older one
+                feed.step(k)
+                time.sleep(0.02)
+                feed.observation(k)
+        feed.step(13, observation_stamp=555.0)  # no such state: skipped, never mispaired
+        time.sleep(0.5)
+        stop = probe.call(SetBool, "/recorder/stop", SetBool.Request(data=True))
+        assert stop.success, stop.message
+        assert json.loads(stop.message) == {
+            "index": 0,
+            "frames": 11,
+            "success": True,
+            "skipped": {"no_state": 1},
+        }
+
+        # A discarded episode leaves nothing; indices are never reused.
+        assert probe.call(Trigger, "/recorder/start").success
+        for k in range(20, 23):
+            feed.observation(k)
+            feed.step(k)
+        time.sleep(0.2)
+        assert probe.call(Trigger, "/recorder/discard").success
+        assert json.loads(probe.call(Trigger, "/recorder/start").message) == {"index": 2}
+        for k in range(30, 33):
+            feed.observation(k)
+            feed.step(k, version=4)
+        time.sleep(0.2)
+        assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success
+        assert not probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success  # not recording
+        probe.wait_for(EPISODE_TOPIC, 6)
+        assert [(e["event"], e["index"], e["success"]) for e in events(probe)] == [
+            ("start", 0, None),
+            ("stop", 0, True),
+            ("start", 1, None),
+            ("discard", 1, None),
+            ("start", 2, None),
+            ("stop", 2, False),
+        ]
+    assert "recorded resized to 32x24" in rec.output and "Traceback" not in rec.output
+
+    episodes = EpisodeStore.open(store)
+    assert episodes.episode_indices() == [0, 2]
+    assert episodes.spec.action_dim == 7 and episodes.spec.env_state_dim == 3  # ee_delta; env state seen
+    ep = episodes.read_episode(0)
+    ks = np.arange(2, 13)
+    np.testing.assert_array_equal(ep.data[OBS_STATE][:, 0], ks)  # the state with the step's stamp
+    np.testing.assert_array_equal(ep.data[OBS_ENV_STATE][:, 0], ks)
+    np.testing.assert_allclose(ep.data[ACTION][:, 0], ks / 100, rtol=1e-6)
+    np.testing.assert_allclose(ep.data[ACTION_BASE][:, 0], ks / 200, rtol=1e-6)
+    images = ep.data[image_key("front")]
+    assert images.shape == (11, 24, 32, 3)
+    np.testing.assert_array_equal(images.reshape(11, -1).mean(axis=1), ks)  # newest frame before each state
+    np.testing.assert_allclose(ep.data[TIMESTAMP], 0.05 * (ks - 2), atol=1e-6)
+    assert ep.data[REWARD].tolist() == [0.0] * 10 + [1.0] and ep.data[DONE].tolist() == [False] * 10 + [True]
+    assert (ep.meta.source, ep.meta.task, ep.meta.success, ep.meta.policy_version) == (
+        "teleop",
+        "lift",
+        True,
+        3,
+    )
+    failed = episodes.read_episode(2)
+    assert failed.meta.num_frames == 3 and not failed.data[DONE].any() and not failed.data[REWARD].any()
+
+
+@pytest.mark.ros
+def test_sigkill_mid_episode_keeps_committed_episodes(ros_env: dict[str, str], tmp_path: Path) -> None:
+    store = tmp_path / "episodes.zarr"
+    params = {
+        "robot_config": robot_config_file(tmp_path),
+        "store": str(store),
+        "source": "policy",
+        "flush_every": 2,
+    }
+    with RosProbe(ros_env) as probe:
+        rec = NodeProcess("recorder_node", ros_env, params)
+        feed = Feeder(probe, camera_size=None)
+        for episode, k0 in ((0, 0), (1, 10)):
+            assert json.loads(probe.call(Trigger, "/recorder/start").message)["index"] == episode
+            for k in range(k0, k0 + 6):
+                feed.observation(k)
+                feed.step(k)
+            time.sleep(0.3)
+            if episode == 0:
+                assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=True)).success
+        rec.kill()  # mid-episode 1, no cleanup of any kind
+        assert rec.proc.returncode == -9
+        partial = EpisodeStore.open(store).partial_episodes()
+        assert [(p.name, p.writer_alive) for p in partial] == [("ep_000001", False)]
+        assert partial[0].frames_flushed >= 2  # flushed frames are on disk, invisible to readers
+
+        with NodeProcess("recorder_node", ros_env, params, name="recorder_again") as again:
+            # The killed node's service lingers in discovery until its DDS lease ends: a request sent
+            # before the new server is matched would go to the ghost alone. Wait for the new one.
+            assert again.wait_output(" into ")
+            time.sleep(1.0)
+            assert json.loads(probe.call(Trigger, "/recorder/start").message)["index"] == 2
+            for k in range(20, 24):
+                feed.observation(k)
+                feed.step(k)
+            time.sleep(0.3)
+            assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success
+        assert "partial episode ep_000001" in again.output and "Traceback" not in again.output
+        rec.stop()
+
+    episodes = EpisodeStore.open(store)
+    report = episodes.verify()
+    assert report.ok == [0, 2] and not report.corrupt
+    first = episodes.read_episode(0)
+    np.testing.assert_array_equal(first.data[OBS_STATE][:, 0], np.arange(6))
+    assert first.meta.success and first.meta.source == "policy" and first.data[DONE][-1]
+    assert episodes.read_episode(2).meta.num_frames == 4
