@@ -232,6 +232,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         learner=learner,
         out_dir=Path(args.out),
         image_size=args.image_size,
+        explore_temperature=args.explore_temperature,
     )
     csv_path = config.csv_path
     if not args.plot_only:
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utd", type=float, default=0.0, help="override utd_ratio")
     p.add_argument("--batch-size", type=int, default=0, help="override batch_size")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--explore-temperature", type=float, default=1.0,
+        help="exploration spread of training rollouts as a fraction of the policy's std (0: mode)",
+    )  # fmt: skip
     p.add_argument(
         "--image-size",
         type=int,

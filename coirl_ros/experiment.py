@@ -19,6 +19,7 @@ stand-in for π0.5). Such runs get their own demo cache, run directories and CSV
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 import time
@@ -84,6 +85,8 @@ class ExperimentConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     out_dir: Path = Path("runs/bench_learn")
     image_size: int = 0  # > 0: both cameras at NxN and an image-based residual (0: state + object state)
+    # Exploration spread of training rollouts, as a fraction of the policy's own std (TanhNormal.sample).
+    explore_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -93,6 +96,8 @@ class ExperimentConfig:
             raise ValueError("seeds, env_steps, demos, eval_every and eval_episodes must all be positive")
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0, got {self.image_size}")
+        if not 0.0 <= self.explore_temperature <= 1.0:
+            raise ValueError(f"explore_temperature must be in [0, 1], got {self.explore_temperature}")
 
     @property
     def task_dir(self) -> Path:
@@ -212,10 +217,10 @@ class Actor:
             def small(obs: dict[str, np.ndarray], base_action: np.ndarray) -> np.ndarray:
                 if isinstance(policy, ImageResidualPolicy):  # raw frames + robot state, no object state
                     raw = {OBS_STATE: obs["state"], **{image_key(c): obs[c] for c in self.cameras}}
-                    u = policy.act(raw, base_action, deterministic=not explore)
+                    u = policy.act(raw, base_action, not explore, self.config.explore_temperature)
                 else:
                     x = np.concatenate([obs["state"], obs["object"], base_action]).astype(np.float32)
-                    u = policy.act(x, deterministic=not explore)
+                    u = policy.act(x, not explore, self.config.explore_temperature)
                 if self.config.composition == "ensemble":
                     return u  # executed as (a_base + u) / 2
                 # ComposedPolicy applies scale * tanh(raw): hand it atanh(u) so the executed action is
@@ -299,6 +304,7 @@ def run_one(
         })  # fmt: skip
         return rate
 
+    closers: list[Callable[[], None]] = []
     try:
         rate = evaluate(0, 0)
         if not learner.trains_online:
@@ -307,8 +313,12 @@ def run_one(
         bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step", leave=False)
         bar.set_postfix(success=f"{rate:.0%}")
         env_steps, episode, next_eval = 0, 0, config.eval_every
+        # One line per training episode: the learner's losses and the exploring policy's outcome, so a
+        # flat success curve can be diagnosed (is the critic moving? the reward? the KL?).
+        metrics_log = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in finally)
+        closers.append(metrics_log.close)
         while env_steps < config.env_steps:
-            _, steps = actor.run_episode(
+            success, steps = actor.run_episode(
                 TRAIN_SEED0 * (seed + 1) + episode, learner.acting_policy, explore=True, store=store
             )
             episode += 1
@@ -316,6 +326,10 @@ def run_one(
             bar.update(steps)
             learner.refresh()
             metrics = learner.train(learner.add_env_steps(steps))
+            record = {"episode": episode, "env_steps": env_steps, "updates": learner.state.updates,
+                      "train_success": success, **{k: round(v, 5) for k, v in metrics.items()}}  # fmt: skip
+            metrics_log.write(json.dumps(record) + "\n")
+            metrics_log.flush()
             if env_steps >= next_eval or env_steps >= config.env_steps:
                 rate = evaluate(min(next_eval, config.env_steps), env_steps)
                 next_eval += config.eval_every
@@ -325,6 +339,8 @@ def run_one(
         learner.save_checkpoint(run_dir / "learner.pt")
     finally:
         actor.close()
+        for close in closers:
+            close()
 
 
 # ---- the experiment ----------------------------------------------------------------------------------

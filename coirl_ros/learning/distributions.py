@@ -63,9 +63,12 @@ class TanhNormal:
         return torch.tanh(x), self._log_prob_pre_squash(x)
 
     @torch.no_grad()
-    def sample(self) -> torch.Tensor:
-        """An action [B, d] without gradients (acting)."""
-        return torch.tanh(self.mean + self.std * torch.randn_like(self.mean))
+    def sample(self, temperature: float = 1.0) -> torch.Tensor:
+        """An action [B, d] without gradients (acting): tanh(mean + temperature·std·ε).
+
+        temperature < 1 explores with a narrower spread than the policy's own (1: exact sample, 0: mode).
+        """
+        return torch.tanh(self.mean + temperature * self.std * torch.randn_like(self.mean))
 
 
 def gaussian_kl(

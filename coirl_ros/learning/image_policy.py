@@ -112,10 +112,15 @@ class ImageResidualPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: Mapping[str, np.ndarray], base_action: np.ndarray, deterministic: bool = True
+        self,
+        obs: Mapping[str, np.ndarray],
+        base_action: np.ndarray,
+        deterministic: bool = True,
+        temperature: float = 1.0,
     ) -> np.ndarray:
-        """u [d] for one raw observation (images [H, W, 3] uint8 per camera, state [S]) and base action."""
+        """u [d] for one raw observation (images [H, W, 3] uint8 per camera, state [S]) and base action;
+        `temperature` scales the exploration spread as in `ResidualPolicy.act`."""
         batch = {k: np.asarray(obs[k])[None] for k in self.obs_keys if k in obs}
         dist = self(batch, np.asarray(base_action, np.float32)[None])
-        u = dist.mode() if deterministic else dist.sample()
+        u = dist.mode() if deterministic else dist.sample(temperature)
         return u.squeeze(0).cpu().numpy()

@@ -115,8 +115,9 @@ class ResidualPolicy(nn.Module):
         return self.net(self.normalise(x), faithful=faithful)
 
     @torch.no_grad()
-    def act(self, x: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """u [d] for one input x [input_dim]: the mode (evaluation, deployment) or a sample (exploration)."""
+    def act(self, x: np.ndarray, deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
+        """u [d] for one input x [input_dim]: the mode (evaluation, deployment) or a sample (exploration)
+        at `temperature` (TanhNormal.sample)."""
         dist = self(torch.as_tensor(np.asarray(x, np.float32)).unsqueeze(0))
-        u = dist.mode() if deterministic else dist.sample()
+        u = dist.mode() if deterministic else dist.sample(temperature)
         return u.squeeze(0).numpy()
