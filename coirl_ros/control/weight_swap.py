@@ -142,12 +142,7 @@ class WeightSwapper:
         start = time.perf_counter()
         snap: WeightSnapshot | None = None
         try:
-            if self._template is None:
-                try:
-                    self._template = self._make_template()
-                    self._spec = self._template.policy_spec()
-                except Exception as err:  # e.g. the episode store does not exist yet: retry next time
-                    raise SnapshotError(f"cannot build the expected residual policy: {err}") from err
+            self._ensure_template()
             snap = WeightSnapshot.from_bytes(data)
             with self._lock:
                 newest = self._newest
@@ -174,7 +169,23 @@ class WeightSwapper:
             self._ready = loaded
         return self._report(_report_for(True, "accepted", snap, len(data), start))
 
+    def _ensure_template(self) -> None:
+        """Build the expected module's template once (the worker does it at start, off the loop)."""
+        if self._template is None:
+            try:
+                template = self._make_template()
+                spec = template.policy_spec()
+            except Exception as err:  # e.g. the episode store does not exist yet: retry with a snapshot
+                raise SnapshotError(f"cannot build the expected residual policy: {err}") from err
+            self._template, self._spec = template, spec
+
     def _work(self) -> None:
+        # Building the template is the costly part of a first swap (the learner's networks): do it now,
+        # before any weights arrive, so the first swap costs what every later one does.
+        try:
+            self._ensure_template()
+        except SnapshotError as err:
+            log.info("%s; retrying when weights arrive", err)
         while True:
             with self._lock:
                 while self._pending is None and not self._closed:
