@@ -245,12 +245,13 @@ def save_miniature_checkpoint(
         }
     # LeRobot's factory names the gated PaliGemma tokenizer; hand it the local one instead. The
     # saved pipeline then records no tokenizer name, and the loader supplies one (see pi05_base).
-    real_step = processor_pi05.TokenizerProcessorStep
-    processor_pi05.TokenizerProcessorStep = functools.partial(real_step, tokenizer=tokenizer)
-    try:
-        pre, post = processor_pi05.make_pi05_pre_post_processors(policy.config, tensor_stats)
-    finally:
-        processor_pi05.TokenizerProcessorStep = real_step
+    with _PATCH_LOCK:
+        real_step = processor_pi05.TokenizerProcessorStep
+        processor_pi05.TokenizerProcessorStep = functools.partial(real_step, tokenizer=tokenizer)
+        try:
+            pre, post = processor_pi05.make_pi05_pre_post_processors(policy.config, tensor_stats)
+        finally:
+            processor_pi05.TokenizerProcessorStep = real_step
     pre.save_pretrained(directory)
     post.save_pretrained(directory)
     return directory
