@@ -215,6 +215,8 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         overrides["utd_ratio"] = args.utd
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
+    if args.successes_as_demos:
+        overrides["successes_as_demos"] = True
     # model_copy skips validation: round-trip through the validator so a bad override is a clear error.
     learner = LearnerConfig.model_validate(learner.model_copy(update=overrides).model_dump())
     config = ExperimentConfig(
@@ -359,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utd", type=float, default=0.0, help="override utd_ratio")
     p.add_argument("--batch-size", type=int, default=0, help="override batch_size")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--successes-as-demos", action="store_true",
+        help="self-imitation: successful rollouts join the demos in each batch (reads success labels)",
+    )  # fmt: skip
     p.add_argument(
         "--explore-temperature", type=float, default=1.0,
         help="exploration spread of training rollouts as a fraction of the policy's std (0: mode)",

@@ -59,6 +59,19 @@ def test_demo_and_rollout_subsets(store: EpisodeStore) -> None:
     assert sampler.num_transitions("demo") == 8 and sampler.num_transitions("rollout") == 12
 
 
+def test_successful_rollouts_join_the_demos_only_when_asked(store: EpisodeStore) -> None:
+    record(store, episodes=2, frames=5, source="teleop")
+    record(store, episodes=3, frames=5, source="policy")  # `record` labels even indices successful
+    rng = np.random.default_rng(3)
+    plain = TransitionSampler(store)
+    plain.refresh()
+    assert set(plain.sample(200, rng, subset="demo")["episode_index"]) == {0, 1}
+    promoted = TransitionSampler(store, successes_as_demos=True)
+    promoted.refresh()
+    assert set(promoted.sample(200, rng, subset="demo")["episode_index"]) == {0, 1, 2, 4}
+    assert set(promoted.sample(200, rng, subset="rollout")["episode_index"]) == {3}
+
+
 def test_refresh_follows_new_and_deleted_episodes(store: EpisodeStore) -> None:
     sampler = TransitionSampler(store)
     assert sampler.refresh() == 0

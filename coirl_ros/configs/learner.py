@@ -91,6 +91,10 @@ class LearnerConfig(ConfigModel):
     # every success forfeit future reward and teach the policy to put success off (survival bias).
     absorbing_terminals: bool = True
     refine_reward: bool = True  # CSIL default: the reward keeps learning online (DESIGN.md 2.4)
+    # Self-imitation: rollouts labelled successful (sim success, or the operator's label) join the
+    # demonstrations in the demo half of each batch, so reward refinement raises their reward and the
+    # gradient penalty flattens Q at their actions. Off = pure CSIL, which never reads success labels.
+    successes_as_demos: bool = False
     sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
     warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update
     bc: BCConfig = BCConfig()

@@ -91,6 +91,7 @@ class TransitionSampler:
         on_load: Callable[[Episode], None] | None = None,
         derived: Mapping[str, tuple[tuple[int, ...], str | np.dtype]] | None = None,
         hook_keys: Sequence[str] = (),
+        successes_as_demos: bool = False,
     ) -> None:
         """`on_load(episode)` may rewrite an episode's low-dimensional arrays in place as it is loaded
         (same shapes and dtypes), e.g. fill in the base actions a teleoperated demo was recorded
@@ -100,6 +101,9 @@ class TransitionSampler:
         add to `episode.data` ([num_frames, *frame shape]); batches carry them and their `next.`
         versions like the state. `hook_keys` are store arrays read only for `on_load` (e.g. the images a
         derived array is computed from) and dropped after it, unless they are buffered anyway.
+
+        `successes_as_demos`: policy episodes labelled successful join the "demo" subset (self-imitation);
+        the label is read when the episode is loaded.
         """
         if images not in ("none", "lazy", "preload"):
             raise ValueError(f"images must be 'none', 'lazy' or 'preload', got {images!r}")
@@ -122,6 +126,7 @@ class TransitionSampler:
         if unknown:
             raise ValueError(f"hook_keys {unknown} are not arrays of the store; it has {sorted(specs)}")
         self.hook_keys = [k for k in hook_keys if k not in self._stored_keys()]
+        self.successes_as_demos = successes_as_demos
         self._reset()
 
     def _stored_keys(self) -> list[str]:
@@ -197,7 +202,9 @@ class TransitionSampler:
         if episode.data[DONE][-1]:
             valid = np.append(valid, offset + n - 1)
         self._valid["all"].append(valid)
-        self._valid["demo" if episode.meta.source in DEMO_SOURCES else "rollout"].append(valid)
+        promoted = self.successes_as_demos and episode.meta.success is True
+        demo = episode.meta.source in DEMO_SOURCES or promoted
+        self._valid["demo" if demo else "rollout"].append(valid)
         self._episodes[index] = _LoadedEpisode(episode.meta, offset, images)
 
     def _check_derived(self, episode: Episode) -> None:

@@ -141,7 +141,9 @@ class Learner:
             self.keys: tuple[str, ...] = (IMAGE_FEATURES, OBS_STATE, ACTION_BASE)
             self.obs_dim = self.feature_dim + self.spec.state_dim
             # Pixels until the encoder is trained; its cached keypoints after (`_use_cached_features`).
-            self.sampler = TransitionSampler(store, images="preload", on_load=on_load)
+            self.sampler = TransitionSampler(
+                store, images="preload", on_load=on_load, successes_as_demos=config.successes_as_demos
+            )
         else:
             if self.spec.cameras:
                 log.info(
@@ -151,7 +153,9 @@ class Learner:
             self.feature_dim = 0
             self.keys = observation_keys(self.spec.env_state_dim)
             self.obs_dim = self.spec.state_dim + self.spec.env_state_dim
-            self.sampler = TransitionSampler(store, on_load=on_load)
+            self.sampler = TransitionSampler(
+                store, on_load=on_load, successes_as_demos=config.successes_as_demos
+            )
         self.action_dim = self.spec.action_dim
         self.alpha = config.alpha if config.alpha is not None else 1.0 / self.action_dim
         self.rng = np.random.default_rng(config.seed)
@@ -282,6 +286,7 @@ class Learner:
             on_load=add_features,
             derived={IMAGE_FEATURES: ((self.feature_dim,), "float32")},
             hook_keys=self.spec.image_keys(),
+            successes_as_demos=self.config.successes_as_demos,
         )
         start = time.perf_counter()
         self.sampler.refresh()
