@@ -91,7 +91,7 @@ class KeyboardMapper:
 
     def action(self, now: float) -> np.ndarray:
         motion = np.zeros(6)
-        for key, when in self._pressed.items():
+        for key, when in list(self._pressed.items()):  # a copy: keys arrive on another thread
             if now - when <= self.config.key_hold_s:
                 dim, sign = KEY_BINDINGS[key]
                 motion[dim] += sign * self.config.speed

@@ -14,10 +14,8 @@ from coirl_ros.configs import LearnerConfig, PolicyConfig, RobotConfig, TaskConf
 from coirl_ros.nodes.ros_params import declare_config_file, declare_overrides
 
 
-def load_node_configs(node: Node) -> tuple[RobotConfig, PolicyConfig, TaskConfig, LearnerConfig]:
-    """robot/policy/task/learner YAML files (`*_config` parameters) with per-field parameter overrides.
-
-    Shared by the policy and learner nodes so both build the residual from the same configuration."""
+def load_robot_policy_task(node: Node) -> tuple[RobotConfig, PolicyConfig, TaskConfig]:
+    """robot/policy/task YAML files (`*_config` parameters) with per-field parameter overrides."""
     robot = declare_config_file(node, "robot_config", "robot.yaml", RobotConfig)
     robot = declare_overrides(node, robot, ["control_rate_hz", "state_timeout_s"], "robot.")
     policy = declare_config_file(node, "policy_config", "policy.yaml", PolicyConfig)
@@ -33,6 +31,13 @@ def load_node_configs(node: Node) -> tuple[RobotConfig, PolicyConfig, TaskConfig
         source=f"ROS parameters of {node.get_name()} (policy.*)",
     )
     task = declare_config_file(node, "task_config", "task.yaml", TaskConfig)
+    return robot, policy, task
+
+
+def load_node_configs(node: Node) -> tuple[RobotConfig, PolicyConfig, TaskConfig, LearnerConfig]:
+    """The above plus learner.yaml: what the policy and learner nodes both read, so the policy node
+    expects exactly the residual the learner node publishes."""
+    robot, policy, task = load_robot_policy_task(node)
     learner = declare_config_file(node, "learner_config", "learner.yaml", LearnerConfig)
     learner = declare_overrides(node, learner, ["method", "store", "observation"], "learner.")
     return robot, policy, task, learner
