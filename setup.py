@@ -42,6 +42,10 @@ setup(
         "console_scripts": [
             # One user CLI; node executables are added here as the nodes land (executable = module stem).
             "coirl = coirl_ros.cli:entry_point",
+            # Control: policy, teleoperation and the learner (coirl_ros/control + thin nodes).
+            "policy_node = coirl_ros.nodes.policy_node:main",
+            "teleop_node = coirl_ros.nodes.teleop_node:main",
+            "learner_node = coirl_ros.nodes.learner_node:main",
         ],
     },
 )
