@@ -198,3 +198,27 @@ def test_policy_actor_composes_base_and_residual_as_the_learner_inverts(learner:
 def test_policy_actor_holds_while_the_base_has_no_chunk() -> None:
     actor = PolicyActor(FixedBase(None), (OBS_STATE,))
     assert actor.act({OBS_STATE: np.zeros(8)}) == "base_pending"
+
+
+def test_fast_residual_acts_exactly_as_the_learners_module(learner: Learner) -> None:
+    """The cached acting path of the control loop is the learner's distribution, not an approximation."""
+    from coirl_ros.control.policy_actor import prepare_acting
+
+    with torch.no_grad():
+        learner.actor.net.mean_weights.normal_(0, 3.0)
+        learner.actor.net.scale_tril.add_(0.01 * torch.randn_like(learner.actor.net.scale_tril))
+    swapper = WeightSwapper(lambda: learner, prepare=prepare_acting)
+    swapper.validate(learner.snapshot().to_bytes())
+    loaded = swapper.take()
+    fast = loaded.acting
+    assert fast is not None
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.normal(size=8 + 3 + 7).astype(np.float32)
+        np.testing.assert_array_equal(fast.act(x, deterministic=True), loaded.module.act(x))
+        mine, theirs = fast.distribution(x), loaded.module(torch.as_tensor(x)[None])
+        torch.testing.assert_close(mine.mean, theirs.mean, rtol=0, atol=0)
+        torch.testing.assert_close(mine.std, theirs.std, rtol=1e-6, atol=1e-7)
+        torch.manual_seed(1)
+        sample = fast.act(x, deterministic=False)
+        assert sample.shape == (7,) and np.all(np.abs(sample) <= 1)

@@ -18,8 +18,10 @@ import numpy as np
 from coirl_ros.constants import ACTION_BASE, OBS_ENV_STATE, OBS_STATE, image_key
 from coirl_ros.control.base_source import BaseActionSource
 from coirl_ros.control.loop import ActorOutput
+from coirl_ros.control.residual_inference import FastResidual
 from coirl_ros.control.weight_swap import LoadedPolicy, WeightSwapper
 from coirl_ros.learning.image_policy import ImageResidualPolicy
+from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.composition import compose_ensemble, compose_residual
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,13 @@ class PolicyActor:
             raise ValueError(
                 f"residual input {active.spec.obs_keys} has {x.size} values, the weights expect {expected}"
             )
-        return np.asarray(module.act(x, deterministic=deterministic), dtype=np.float64)
+        acting = active.acting if isinstance(active.acting, FastResidual) else module
+        return np.asarray(acting.act(x, deterministic=deterministic), dtype=np.float64)
+
+
+def prepare_acting(module: object) -> FastResidual | None:
+    """`WeightSwapper(prepare=...)`: cached inference for a state residual, built off the loop."""
+    return FastResidual(module) if isinstance(module, ResidualPolicy) else None
 
 
 def default_base_inputs(env_state_dim: int, cameras: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ class LoadedPolicy:
     created_unix: float
     updates: int
     received_mono: float  # time.monotonic() when its bytes arrived (swap latency = activation - this)
+    acting: Any = None  # what `prepare` built from the module off the loop (e.g. cached inference)
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,20 @@ class SwapReport:
 class WeightSwapper:
     """Validates snapshots on a worker thread; the loop adopts the newest valid one with `take()`.
 
-    `template` is built lazily on the worker, the first time a snapshot arrives (in the policy node
-    it needs the episode store's spec, which may not exist yet when the node starts); a failure to
-    build it rejects that snapshot and is retried with the next.
+    `template` is built on the worker when it starts (in the policy node it needs the episode store's
+    spec, which may not exist yet then); a failure to build it is retried with the next snapshot, which
+    it rejects meanwhile. `prepare(module)` runs on the worker after a successful load (e.g. caching
+    what acting needs), so the loop never pays for it.
     """
 
     def __init__(
         self,
         template: Callable[[], ResidualTemplate],
         on_report: Callable[[SwapReport], None] | None = None,
+        prepare: Callable[[nn.Module], Any] | None = None,
     ) -> None:
         self._make_template = template
+        self._prepare = prepare
         self._template: ResidualTemplate | None = None
         self._spec: PolicySpec | None = None
         self._on_report = on_report
@@ -160,9 +164,10 @@ class WeightSwapper:
             module.requires_grad_(False)
         except SnapshotError as err:
             return self._report(_report_for(False, str(err), snap, len(data), start))
+        acting = self._prepare(module) if self._prepare is not None else None
         loaded = LoadedPolicy(
             module, self._spec, snap.version, snap.run_id, snap.method, snap.created_unix, snap.updates,
-            received_mono,
+            received_mono, acting,
         )  # fmt: skip
         with self._lock:
             self._newest = loaded

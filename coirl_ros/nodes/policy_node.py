@@ -38,7 +38,7 @@ from coirl_ros.control.action_space import make_action_space
 from coirl_ros.control.base_source import load_base_policy, make_base_source
 from coirl_ros.control.limits import CommandLimiter
 from coirl_ros.control.loop import ControlLoop
-from coirl_ros.control.policy_actor import PolicyActor, default_base_inputs
+from coirl_ros.control.policy_actor import PolicyActor, default_base_inputs, prepare_acting
 from coirl_ros.control.watchdog import ObservationWatchdog
 from coirl_ros.control.weight_swap import SwapReport, WeightSwapper
 from coirl_ros.data import EpisodeStore
@@ -171,7 +171,7 @@ class PolicyNode(Node):
         def template() -> Learner:  # the learner's own description of what it publishes (spec + module)
             return Learner(learner_cfg, EpisodeStore.open(store_path), residual.composition, residual.scale)
 
-        swapper = WeightSwapper(template, self._on_swap_report).start()
+        swapper = WeightSwapper(template, self._on_swap_report, prepare_acting).start()
         if initial_weights:
             swapper.submit(Path(initial_weights).read_bytes())
         return swapper
