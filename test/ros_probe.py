@@ -44,6 +44,7 @@ class NodeProcess:
         self._log = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         self._final_output: str | None = None
+        self._interrupted = False
 
     @property
     def output(self) -> str:
@@ -62,6 +63,11 @@ class NodeProcess:
             time.sleep(0.05)
         return False
 
+    def interrupt(self) -> None:
+        """Ctrl-C, once (a second one would interrupt the node's own clean shutdown)."""
+        self._interrupted = True
+        self.proc.send_signal(signal.SIGINT)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as a crash."""
         self.proc.kill()
@@ -70,7 +76,8 @@ class NodeProcess:
     def stop(self, timeout: float = 15.0) -> int:
         """SIGINT (Ctrl-C), then SIGKILL if it does not exit; returns the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            if not self._interrupted:
+                self.interrupt()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -86,6 +93,15 @@ class NodeProcess:
         self.stop()
         self._final_output = self.output  # kept for assertions after the process is gone
         os.unlink(self._log.name)
+
+
+def stop_all(nodes: list[NodeProcess]) -> None:
+    """Ctrl-C every node at once, then wait for each (shutdowns overlap instead of adding up)."""
+    for n in nodes:
+        if n.alive():
+            n.interrupt()
+    for n in nodes:
+        n.__exit__()
 
 
 class RosProbe:

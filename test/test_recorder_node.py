@@ -108,7 +108,7 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         feed = Feeder(probe, camera_size=(12, 16))  # the camera publishes 16x12: recorded resized to 32x24
         for k in range(3):
             feed.observation(k)
-        feed.step(2)  # answers the newest observation before the start: the episode's first action
+        feed.step(2)  # before the start: not part of the episode
         time.sleep(0.2)
         start = probe.call(Trigger, "/recorder/start")
         assert start.success and json.loads(start.message) == {"index": 0}
@@ -126,7 +126,7 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         assert stop.success, stop.message
         assert json.loads(stop.message) == {
             "index": 0,
-            "frames": 11,
+            "frames": 10,
             "success": True,
             "skipped": {"no_state": 1},
         }
@@ -160,16 +160,16 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
     assert episodes.episode_indices() == [0, 2]
     assert episodes.spec.action_dim == 7 and episodes.spec.env_state_dim == 3  # ee_delta; env state seen
     ep = episodes.read_episode(0)
-    ks = np.arange(2, 13)
+    ks = np.arange(3, 13)
     np.testing.assert_array_equal(ep.data[OBS_STATE][:, 0], ks)  # the state with the step's stamp
     np.testing.assert_array_equal(ep.data[OBS_ENV_STATE][:, 0], ks)
     np.testing.assert_allclose(ep.data[ACTION][:, 0], ks / 100, rtol=1e-6)
     np.testing.assert_allclose(ep.data[ACTION_BASE][:, 0], ks / 200, rtol=1e-6)
     images = ep.data[image_key("front")]
-    assert images.shape == (11, 24, 32, 3)
-    np.testing.assert_array_equal(images.reshape(11, -1).mean(axis=1), ks)  # newest frame before each state
-    np.testing.assert_allclose(ep.data[TIMESTAMP], 0.05 * (ks - 2), atol=1e-6)
-    assert ep.data[REWARD].tolist() == [0.0] * 10 + [1.0] and ep.data[DONE].tolist() == [False] * 10 + [True]
+    assert images.shape == (10, 24, 32, 3)
+    np.testing.assert_array_equal(images.reshape(10, -1).mean(axis=1), ks)  # newest frame before each state
+    np.testing.assert_allclose(ep.data[TIMESTAMP], 0.05 * (ks - 3), atol=1e-6)
+    assert ep.data[REWARD].tolist() == [0.0] * 9 + [1.0] and ep.data[DONE].tolist() == [False] * 9 + [True]
     assert (ep.meta.source, ep.meta.task, ep.meta.success, ep.meta.policy_version) == (
         "teleop",
         "lift",

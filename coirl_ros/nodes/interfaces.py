@@ -41,6 +41,8 @@ POLICY_DIAGNOSTICS_TOPIC = "/coirl/policy/diagnostics"  # std_msgs/String (JSON)
 TELEOP_TOPIC = "/coirl/teleop/action"  # std_msgs/Float64MultiArray: normalised action
 # std_msgs/String (JSON), published by the recorder: {"event": "start"|"stop"|"discard", "index": n,
 # "success": bool|null, "stamp": t}. Policy and teleop nodes reset per-episode state on "start".
+# The recorder publishes it with LATCHED_QOS: a subscriber asking for transient local durability
+# gets the latest event even if it matched late (volatile subscribers are compatible too).
 EPISODE_TOPIC = "/coirl/episode"
 # std_msgs/Float64MultiArray from sim_node only: [sim time, qpos..., qvel...] (layout dims labelled
 # "qpos" and "qvel"), so a scripted expert in another process can mirror the exact sim state.
@@ -70,8 +72,8 @@ def camera_info_topic(image_topic: str) -> str:
 # ---- services (std_srvs) -------------------------------------------------------------------------
 SIM_RESET_SERVICE = "/sim/reset"  # Trigger: new episode (next seed); message = JSON {"seed": ...}
 SIM_SUCCESS_SERVICE = "/sim/success"  # Trigger: success = task solved now
-# SetBool: true = freeze the sim (no steps, commands still kept); what episode_driver wraps a reset
-# and the recorder's start in, so an episode's first command is recorded in any mode.
+# SetBool: true = freeze the sim (no steps, commands still kept); episode_driver wraps a reset and
+# the recorder's start in it, so the scene waits for the controller's first command after "start".
 SIM_PAUSE_SERVICE = "/sim/pause"
 RECORDER_START_SERVICE = "/recorder/start"  # Trigger
 RECORDER_STOP_SERVICE = "/recorder/stop"  # SetBool: data = success label; commits the episode

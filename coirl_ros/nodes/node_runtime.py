@@ -56,8 +56,11 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
     finally:
         if node is not None:
             close = getattr(node, "close", None)
-            if close is not None:
-                close()
+            try:
+                if close is not None:
+                    close()
+            except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now (stores stay consistent)
+                print("interrupted during shutdown", file=sys.stderr)
             node.destroy_node()
         rclpy.try_shutdown()
     return code

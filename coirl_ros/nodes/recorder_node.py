@@ -21,13 +21,15 @@ frames only; stopped cleanly mid-episode, it commits what it has, unlabelled.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import threading
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -43,16 +45,15 @@ from coirl_ros.data.episode_spec import FrameError
 from coirl_ros.data.episode_store import EpisodeStore, StoreError
 from coirl_ros.ingestion.image_codec import image_to_rgb
 from coirl_ros.nodes.interfaces import (
-    COMMAND_QOS,
     ENV_STATE_TOPIC,
     EPISODE_TOPIC,
+    LATCHED_QOS,
     RECORDER_DISCARD_SERVICE,
     RECORDER_START_SERVICE,
     RECORDER_STOP_SERVICE,
     SENSOR_QOS,
     STATE_TOPIC,
     STEP_TOPIC,
-    StepRecord,
     decode_environment_state,
     decode_step,
 )
@@ -60,6 +61,20 @@ from coirl_ros.nodes.node_runtime import run_node, stamp_seconds
 from coirl_ros.nodes.ros_params import declare_config_file, declare_overrides
 from coirl_ros.recording.episode_recorder import EpisodeRecorder, recording_spec
 from coirl_ros.recording.frame_assembler import FrameAssembler, Skip
+
+ENV_STATE_WAIT_S = 2.0
+
+
+def _locked[F: Callable[..., Any]](method: F) -> F:
+    """Run a callback under the node's lock (inputs and services run on different executor threads)."""
+
+    @functools.wraps(method)
+    def wrapper(self: RecorderNode, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 RECORDER_FIELDS = ("store", "source", "task", "flush_every", "buffer_s", "step_wait_s", "max_image_lag_s")
 # Deep reliable queues: a burst of ticks must not lose a record while a frame is being written.
@@ -96,16 +111,28 @@ class RecorderNode(Node):
         self.recorder: EpisodeRecorder | None = None
         self.env_state_dim: int | None = None
         self.latest_version: int | None = None
-        self._recent_steps: deque[StepRecord] = deque(maxlen=50)
         self._warned: set[str] = set()
+        self._lock = threading.RLock()
 
-        self.pub_events = self.create_publisher(String, EPISODE_TOPIC, COMMAND_QOS)
-        self.create_subscription(JointState, STATE_TOPIC, self._on_state, RECORD_QOS)
-        self.create_subscription(Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, RECORD_QOS)
-        self.create_subscription(Float64MultiArray, STEP_TOPIC, self._on_step, RECORD_QOS)
+        # Latched: a controller that matches late (just started) still learns the episode began.
+        self.pub_events = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
+        # Inputs in their own group: the start service may wait for the first environment state
+        # (two executor threads; `_lock` serialises everything that touches the episode).
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(JointState, STATE_TOPIC, self._on_state, RECORD_QOS, callback_group=inputs)
+        self.create_subscription(
+            Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, RECORD_QOS, callback_group=inputs
+        )
+        self.create_subscription(
+            Float64MultiArray, STEP_TOPIC, self._on_step, RECORD_QOS, callback_group=inputs
+        )
         for cam in robot.cameras:
             self.create_subscription(
-                Image, cam.image_topic, lambda msg, name=cam.name: self._on_image(name, msg), SENSOR_QOS
+                Image,
+                cam.image_topic,
+                lambda msg, name=cam.name: self._on_image(name, msg),
+                SENSOR_QOS,
+                callback_group=inputs,
             )
         self.create_service(Trigger, RECORDER_START_SERVICE, self._on_start)
         self.create_service(SetBool, RECORDER_STOP_SERVICE, self._on_stop)
@@ -122,6 +149,7 @@ class RecorderNode(Node):
             self._warned.add(key)
             self.get_logger().warn(text)
 
+    @_locked
     def _on_state(self, msg: JointState) -> None:
         if list(msg.name) != self.state_names:
             self._warn_once(
@@ -130,6 +158,7 @@ class RecorderNode(Node):
             return
         self.assembler.add_state(stamp_seconds(msg.header.stamp), np.asarray(msg.position))
 
+    @_locked
     def _on_env_state(self, msg: Float64MultiArray) -> None:
         stamp, values = decode_environment_state(msg)
         if stamp is None:
@@ -140,6 +169,7 @@ class RecorderNode(Node):
         self.env_state_dim = len(values)
         self.assembler.add_env_state(stamp, values)
 
+    @_locked
     def _on_image(self, camera: str, msg: Image) -> None:
         try:
             rgb = image_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
@@ -155,6 +185,7 @@ class RecorderNode(Node):
                 f"camera {camera} publishes {w}x{h}; recorded resized to {want[1]}x{want[0]}",
             )
 
+    @_locked
     def _on_step(self, msg: Float64MultiArray) -> None:
         try:
             step = decode_step(msg)
@@ -164,9 +195,8 @@ class RecorderNode(Node):
         self.latest_version = step.policy_version
         if self.recorder is not None and self.recorder.recording:
             self.assembler.submit(step, time.monotonic())
-        else:
-            self._recent_steps.append(step)
 
+    @_locked
     def _drain(self, force: bool = False) -> None:
         if self.recorder is None or not self.recorder.recording:
             return
@@ -227,6 +257,15 @@ class RecorderNode(Node):
 
     # ---- services --------------------------------------------------------------------------------------
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.recorder is None and self.env_state_dim is None and self.count_publishers(ENV_STATE_TOPIC):
+            # A sim is running but its object state has not arrived yet: the new store's spec needs it.
+            deadline = time.monotonic() + ENV_STATE_WAIT_S
+            while self.env_state_dim is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        with self._lock:
+            return self._start(response)
+
+    def _start(self, response: Trigger.Response) -> Trigger.Response:
         try:
             if self.recorder is None:
                 self.recorder = self._open_store()
@@ -239,19 +278,16 @@ class RecorderNode(Node):
             self.get_logger().error(f"cannot start recording: {err}")
             response.success, response.message = False, str(err)
             return response
-        # The step computed from the current observation may have come before the start (lockstep
-        # controllers answer a new state at once): it is this episode's first action.
+        # Steps from before the start are not this episode's, even one computed from the newest state
+        # the recorder knows: a state published just before the start may still be in flight.
+        # Controllers begin an episode on the "start" event (teleop_node, policy_node).
         self.assembler.clear_pending()
-        newest = self.assembler.states.newest_stamp
-        for step in self._recent_steps:
-            if newest is not None and step.observation_stamp >= newest - self.assembler.tolerance:
-                self.assembler.submit(step, time.monotonic())
-        self._recent_steps.clear()
         self._event("start", index, None, task=self.task, source=self.cfg.source)
         self.get_logger().info(f"recording episode {index} ({self.task}, {self.cfg.source})")
         response.success, response.message = True, json.dumps({"index": index})
         return response
 
+    @_locked
     def _on_stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if self.recorder is None or not self.recorder.recording:
             response.success, response.message = False, "not recording"
@@ -285,6 +321,7 @@ class RecorderNode(Node):
         )
         return True, json.dumps(info)
 
+    @_locked
     def _on_discard(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.recorder is None or not self.recorder.recording:
             response.success, response.message = False, "not recording"
@@ -297,6 +334,7 @@ class RecorderNode(Node):
         response.success, response.message = True, json.dumps({"index": index})
         return response
 
+    @_locked
     def close(self) -> None:
         if self.recorder is None:
             return
@@ -307,7 +345,7 @@ class RecorderNode(Node):
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    raise SystemExit(run_node(RecorderNode, args))
+    raise SystemExit(run_node(RecorderNode, args, threads=2))
 
 
 if __name__ == "__main__":
