@@ -46,6 +46,12 @@ setup(
             "policy_node = coirl_ros.nodes.policy_node:main",
             "teleop_node = coirl_ros.nodes.teleop_node:main",
             "learner_node = coirl_ros.nodes.learner_node:main",
+            # Sensing, simulation and recording nodes.
+            "sim_node = coirl_ros.nodes.sim_node:main",
+            "camera_node = coirl_ros.nodes.camera_node:main",
+            "joint_node = coirl_ros.nodes.joint_node:main",
+            "recorder_node = coirl_ros.nodes.recorder_node:main",
+            "episode_driver = coirl_ros.nodes.episode_driver:main",
         ],
     },
 )

@@ -24,6 +24,7 @@ def test_core_imports_without_rclpy() -> None:
         "import coirl_ros.control.action_space, coirl_ros.control.loop, coirl_ros.control.policy_actor\n"
         "import coirl_ros.control.weight_swap, coirl_ros.control.base_source, coirl_ros.control.teleop\n"
         "import coirl_ros.control.scripted_teleop, coirl_ros.configs.teleop\n"
+        "import coirl_ros.control.residual_inference, coirl_ros.control.demo_base\n"
         "import coirl_ros.policies.async_chunker, coirl_ros.policies.pi05_base\n"
         "import coirl_ros.policies.pi05_checkpoint, coirl_ros.policies.pi05_miniature\n"
         "print('ok')\n"
