@@ -146,7 +146,12 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success
         assert not probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success  # not recording
         probe.wait_for(EPISODE_TOPIC, 6)
-        assert [(e["event"], e["index"], e["success"]) for e in events(probe)] == [
+        assert probe.call(Trigger, "/recorder/start").success  # Ctrl-C mid-episode: committed unlabelled
+        for k in range(40, 42):
+            feed.observation(k)
+            feed.step(k)
+        time.sleep(0.2)
+        assert [(e["event"], e["index"], e["success"]) for e in events(probe)][:6] == [
             ("start", 0, None),
             ("stop", 0, True),
             ("start", 1, None),
@@ -157,7 +162,8 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
     assert "recorded resized to 32x24" in rec.output and "Traceback" not in rec.output
 
     episodes = EpisodeStore.open(store)
-    assert episodes.episode_indices() == [0, 2]
+    assert episodes.episode_indices() == [0, 2, 3]
+    assert episodes.read_episode(3).meta.success is None and episodes.read_episode(3).meta.num_frames == 2
     assert episodes.spec.action_dim == 7 and episodes.spec.env_state_dim == 3  # ee_delta; env state seen
     ep = episodes.read_episode(0)
     ks = np.arange(3, 13)

@@ -247,6 +247,8 @@ class RecorderNode(Node):
         return recorder
 
     def _event(self, event: str, index: int | None, success: bool | None, **extra: Any) -> None:
+        if not self.context.ok():
+            return  # shutting down (the final commit in close): nobody left to tell
         payload = {
             "event": event,
             "index": index,
