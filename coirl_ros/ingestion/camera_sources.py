@@ -319,7 +319,9 @@ class FrameGate:
             return "stale"
         if self._last is not None and stamp <= self._last:
             return "not_newer"
-        if stamp < self._next_due - 0.2 * self.period:
+        # Slack of a third of a period: a camera at the configured rate loses no frame to timing jitter,
+        # one at twice the rate still loses every other frame.
+        if stamp < self._next_due - 0.35 * self.period:
             return "rate"
         self._last = stamp
         # Keep the long-run rate at fps; after a gap, restart from this frame instead of bursting.
