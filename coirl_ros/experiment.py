@@ -36,7 +36,6 @@ from coirl_ros.constants import (
     ACTION,
     ACTION_BASE,
     ACTION_RESIDUAL,
-    DEMO_SOURCES,
     DONE,
     OBS_ENV_STATE,
     OBS_STATE,
@@ -44,12 +43,12 @@ from coirl_ros.constants import (
     TIMESTAMP,
     image_key,
 )
+from coirl_ros.control.demo_base import demo_base_filler
 from coirl_ros.data import EpisodeStore
-from coirl_ros.data.episode_store import Episode
 from coirl_ros.learning.image_policy import ImageResidualPolicy
 from coirl_ros.learning.learner import Learner
 from coirl_ros.learning.residual_policy import ResidualPolicy
-from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy, base_actions_along
+from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy
 from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, train_local_bc_base
 from coirl_ros.sim.demos import generate_demos
 from coirl_ros.sim.env import EnvConfig, ManipulationEnv
@@ -168,26 +167,6 @@ def copy_episodes(src: EpisodeStore, dst: EpisodeStore) -> None:
             for t in range(episode.meta.num_frames):
                 writer.add_frame({k: v[t] for k, v in episode.data.items()})
             writer.save_episode(success=episode.meta.success)
-
-
-def _observations(episode: Episode) -> list[dict[str, np.ndarray]]:
-    data = episode.data
-    env_state = data.get(OBS_ENV_STATE)
-    return [
-        {"state": data[OBS_STATE][t], **({"object": env_state[t]} if env_state is not None else {})}
-        for t in range(episode.meta.num_frames)
-    ]
-
-
-def demo_base_filler(base: LocalBCBase, requery_every: int) -> Callable[[Episode], None]:
-    """`on_load` hook: demos recorded without the base get the base actions it would have proposed."""
-    runner = ChunkedBaseRunner(base, requery_every)
-
-    def fill(episode: Episode) -> None:
-        if episode.meta.source in DEMO_SOURCES and not np.any(episode.data[ACTION_BASE]):
-            episode.data[ACTION_BASE] = base_actions_along(runner, _observations(episode))
-
-    return fill
 
 
 # ---- acting ----------------------------------------------------------------------------------------
