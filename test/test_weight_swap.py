@@ -222,3 +222,31 @@ def test_fast_residual_acts_exactly_as_the_learners_module(learner: Learner) -> 
         torch.manual_seed(1)
         sample = fast.act(x, deterministic=False)
         assert sample.shape == (7,) and np.all(np.abs(sample) <= 1)
+
+
+def test_image_residual_gets_frames_at_the_size_it_was_trained_on(tmp_path: Path) -> None:
+    from coirl_ros.configs.learner import ImageConfig
+    from coirl_ros.constants import image_key
+    from coirl_ros.ingestion.image_codec import resize_rgb
+
+    spec = EpisodeSpec(state_dim=8, action_dim=7, cameras=(("front", (12, 16)),), fps=20.0)
+    config = tiny_config().model_copy(
+        update={"observation": "images", "image": ImageConfig(num_keypoints=4, conv_layers=[(4, 3, 2)])}
+    )
+    learner = Learner(config, EpisodeStore.create(tmp_path / "img.zarr", spec), "residual", 0.1)
+    with torch.no_grad():
+        learner.actor.net.mean_weights.normal_(0, 3.0)
+    swapper, reports = collect(learner)
+    assert swapper.validate(learner.snapshot().to_bytes()).accepted, reports
+    base = np.full(7, 0.2)
+    actor = PolicyActor(FixedBase(base), (OBS_STATE,), "residual", 0.1, swapper)
+    actor.before_tick()
+    key = image_key("front")
+    assert set(actor.required_inputs()) == {OBS_STATE, key}
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # the camera streams 4x the stored size
+    obs = {OBS_STATE: rng.normal(size=8), key: frame}
+    out = actor.act(obs)
+    small = {OBS_STATE: obs[OBS_STATE], key: resize_rgb(frame, 12, 16)}
+    u = actor.active.module.act(small, base)
+    np.testing.assert_allclose(out.executed, np.clip(base + 0.1 * u, -1, 1), atol=1e-5)
