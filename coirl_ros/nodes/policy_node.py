@@ -171,8 +171,10 @@ class PolicyNode(Node):
         def template() -> Learner:  # the learner's own description of what it publishes (spec + module)
             return Learner(learner_cfg, EpisodeStore.open(store_path), residual.composition, residual.scale)
 
+        if initial_weights and not Path(initial_weights).is_file():
+            raise ConfigError(f"policy_node initial_weights: no snapshot file at {initial_weights}")
         swapper = WeightSwapper(template, self._on_swap_report, prepare_acting).start()
-        if initial_weights:
+        if initial_weights:  # validated like any published snapshot; the learner's newer ones replace it
             swapper.submit(Path(initial_weights).read_bytes())
         return swapper
 
