@@ -83,7 +83,10 @@ class PolicyNode(Node):
         self.period = 1.0 / self.robot.control_rate_hz
         self.state_names = [*self.robot.joint_names, self.robot.gripper.joint]
 
-        base = load_base_policy(self.policy, self.robot, self.task)
+        try:
+            base = load_base_policy(self.policy, self.robot, self.task)
+        except (OSError, ValueError) as err:  # missing or malformed checkpoint: say so, no traceback
+            raise ConfigError(f"policy.yaml base ({self.policy.base.type}): {err}") from err
         cfg = self.policy.base
         self.base_source = make_base_source(
             base, cfg.requery_every, cfg.latency_margin_steps, p["asynchronous_base"]
