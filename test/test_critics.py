@@ -320,6 +320,12 @@ def test_soft_td_target_matches_a_hand_computation():
     )
     assert torch.allclose(y, expected)
     assert not y.requires_grad
+    # A terminal value is credited on terminal rows only (absorbing state earning a fixed reward).
+    credited = soft_td_target(
+        reward, done, next_q, next_log_pi, next_log_prior, gamma=0.9, beta=0.5, max_value=100.0,
+        terminal_value=torch.tensor(20.0),
+    )  # fmt: skip
+    assert torch.allclose(credited, expected + 0.9 * 20.0 * done)
 
 
 def test_sparse_td_target_stays_in_the_unit_interval():

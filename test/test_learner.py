@@ -214,13 +214,26 @@ def test_checkpoint_from_another_config_or_a_torn_file_is_refused(
         learner.load_checkpoint(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("absorbing", [True, False])
-def test_csil_success_states_are_absorbing_unless_disabled(demo_store: EpisodeStore, absorbing: bool) -> None:
-    learner = Learner(_config(method="csil", absorbing_terminals=absorbing), demo_store, scale=SCALE)
+@pytest.mark.parametrize(
+    ("absorbing", "reward_kind"), [(True, "own"), (True, "demo_mean"), (False, "own")]
+)
+def test_csil_terminal_rows_bootstrap_cut_or_earn_the_demo_reward(
+    demo_store: EpisodeStore, absorbing: bool, reward_kind: str
+) -> None:
+    cfg = _config(method="csil", absorbing_terminals=absorbing, absorbing_reward=reward_kind)
+    learner = Learner(cfg, demo_store, scale=SCALE)
     learner.refresh()
     batch = learner._tensors(learner.sampler.sample(512, np.random.default_rng(0), "demo"))
     assert batch["done"].sum() > 0, "the demos end in success: some sampled rows are terminal"
-    done = learner._csil_done(batch)
-    # Absorbing: the terminal row bootstraps from s' = s (the success state) instead of cutting the
-    # return, so a mostly positive learned reward does not make success a loss.
-    assert torch.equal(done, torch.zeros_like(done) if absorbing else batch["done"])
+    demo_reward = torch.linspace(0.5, 1.5, 512)
+    done, value = learner._csil_terminals(batch, demo_reward)
+    if absorbing and reward_kind == "own":
+        # The terminal row bootstraps from s' = s (the success state) instead of cutting the return,
+        # so a mostly positive learned reward does not make success a loss.
+        assert torch.equal(done, torch.zeros_like(done)) and value is None
+    elif absorbing:
+        # DAC-style: staying in the success state earns the mean demonstration reward forever.
+        assert torch.equal(done, batch["done"])
+        assert value is not None and float(value) == pytest.approx(1.0 / (1.0 - cfg.gamma), rel=1e-5)
+    else:
+        assert torch.equal(done, batch["done"]) and value is None

@@ -90,6 +90,13 @@ class LearnerConfig(ConfigModel):
     # return there. The coherent reward is mostly positive on demo-like behaviour, so a cut would make
     # every success forfeit future reward and teach the policy to put success off (survival bias).
     absorbing_terminals: bool = True
+    # What staying in the absorbing success state earns per step: "own" - the critic's value of the
+    # terminal state itself (bootstrap from s' = s); "demo_mean" - the mean coherent reward of the
+    # demonstration pairs in the batch, as DAC's learned absorbing-state reward ends up: every
+    # demonstration ends in success, so being done as the demonstrator was done is worth as much as
+    # imitating it, and a rollout that fails (and keeps earning the lower reward of off-demo states)
+    # is worth less. Reads only the `done` flag that absorbing terminals read anyway.
+    absorbing_reward: Literal["own", "demo_mean"] = "own"
     refine_reward: bool = True  # CSIL default: the reward keeps learning online (DESIGN.md 2.4)
     # Self-imitation: rollouts labelled successful (sim success, or the operator's label) join the
     # demonstrations in the demo half of each batch, so reward refinement raises their reward and the

@@ -122,14 +122,16 @@ def sarsa_pretrain_loss(
     reward: Tensor,
     penalty_weight: float,
     max_value: float | None = None,
+    terminal_value: Tensor | None = None,
 ) -> tuple[Tensor, Metrics]:
     """Critic pre-training on demonstrations (DESIGN.md 2.3):
 
-        L = TD( Q(s, a), y ) + λ · sqrt(mean ‖∇_a Q(s, a)‖²),   y = r + γ(1 − done) · Q̄(s', a'),
+        L = TD( Q(s, a), y ) + λ · sqrt(mean ‖∇_a Q(s, a)‖²),
+        y = r + γ(1 − done) · Q̄(s', a') + γ · done · V_terminal,
 
     with (s, a, s', a') all from the demos, r [B] the coherent reward of (s, a), λ = penalty_weight,
-    TD the cross-entropy (XQC) or squared error (`td_loss`), and Q̄(s', a') optionally clipped
-    above at `max_value`.
+    TD the cross-entropy (XQC) or squared error (`td_loss`), Q̄(s', a') optionally clipped above at
+    `max_value`, and V_terminal the value credited at terminal rows (0 when None: a plain cut).
     """
     prediction, next_q = critic_predictions(
         critic, target_critic, batch.obs, batch.action, batch.next_obs, batch.next_action
@@ -137,6 +139,8 @@ def sarsa_pretrain_loss(
     if max_value is not None:
         next_q = next_q.clamp(max=max_value)
     target = reward.detach() + gamma * (1.0 - batch.done) * next_q
+    if terminal_value is not None:
+        target = target + gamma * batch.done * terminal_value.detach()
     loss, metrics = td_loss(critic, prediction, target)
     penalty = action_gradient_penalty(critic, batch.obs, batch.action)
     metrics["losses/critic_grad_penalty"] = penalty.detach()
@@ -154,11 +158,15 @@ def soft_td_target(
     gamma: float,
     beta: float,
     max_value: float,
+    terminal_value: Tensor | None = None,
 ) -> Tensor:
     """The CSIL soft TD target (DESIGN.md 2.4), no gradient:
 
         V̄(s') = Q̄(s', a') − β · ( log π_θ(a'|s') − log π_BC(a'|s') ),   a' ~ π_θ(·|s')
-        y     = r + γ · (1 − done) · min( V̄(s'), max_value )
+        y     = r + γ · (1 − done) · min( V̄(s'), max_value ) + γ · done · V_terminal
+
+    V_terminal (`terminal_value`, 0-d or [B]) is what a terminal row is credited instead of a
+    bootstrap; None credits nothing (the return is cut).
 
     What is clipped: the bootstrapped soft value V̄(s') — Q̄ together with its KL term — from above
     only, at max_value (MAX_REWARD / (1 − γ), the largest return the bounded coherent reward allows).
@@ -167,7 +175,10 @@ def soft_td_target(
     """
     with torch.no_grad():
         soft_value = next_q - beta * (next_log_pi - next_log_prior_bc)
-        return reward + gamma * (1.0 - done) * soft_value.clamp(max=max_value)
+        target = reward + gamma * (1.0 - done) * soft_value.clamp(max=max_value)
+        if terminal_value is not None:
+            target = target + gamma * done * terminal_value
+        return target
 
 
 def sparse_td_target(success_reward: Tensor, done: Tensor, next_q: Tensor, gamma: float) -> Tensor:
@@ -192,6 +203,7 @@ def soft_critic_loss(
     gamma: float,
     beta: float,
     max_value: float,
+    terminal_value: Tensor | None = None,
 ) -> tuple[Tensor, Metrics]:
     """Online CSIL critic TD loss: TD( Q(s, a), soft_td_target(...) ), batch.next_action ~ π_θ(·|s').
 
@@ -210,6 +222,7 @@ def soft_critic_loss(
         gamma,
         beta,
         max_value,
+        terminal_value,
     )
     return td_loss(critic, prediction, target)
 

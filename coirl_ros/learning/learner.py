@@ -394,10 +394,12 @@ class Learner:
         for step in range(1, c.pretrain_steps + 1):
             b, _ = self._sample_demo(cfg.batch_size)
             reward = coherent_reward(self.reward_policy, b["x"], b["u"], self.alpha)
-            batch = CriticBatch(b["x"], b["u"], b["next_x"], b["next_u"], self._csil_done(b))
+            done, terminal_value = self._csil_terminals(b, reward)
+            batch = CriticBatch(b["x"], b["u"], b["next_x"], b["next_u"], done)
             loss, m = sarsa_pretrain_loss(
-                self.critic, self.target_critic, batch, cfg.gamma, reward, c.grad_penalty, max_value
-            )
+                self.critic, self.target_critic, batch, cfg.gamma, reward, c.grad_penalty, max_value,
+                terminal_value,
+            )  # fmt: skip
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -409,10 +411,22 @@ class Learner:
                     progress("critic", step, c.pretrain_steps, metrics)
         return metrics
 
-    def _csil_done(self, b: dict[str, Tensor]) -> Tensor:
-        """CSIL's TD `done`: all zeros with `absorbing_terminals` (a terminal row's s' is s itself, so the
-        bootstrap is the value of staying in the success state), else the recorded flag."""
-        return torch.zeros_like(b["done"]) if self.config.absorbing_terminals else b["done"]
+    def _csil_terminals(self, b: dict[str, Tensor], demo_reward: Tensor) -> tuple[Tensor, Tensor | None]:
+        """CSIL's TD `done` and the value credited at terminal rows (None: nothing).
+
+        - no `absorbing_terminals`: the recorded flag, nothing credited (the return is cut);
+        - absorbing, `absorbing_reward: own`: done all zeros; a terminal row's s' is s itself, so the
+          bootstrap is the critic's value of staying in the success state;
+        - absorbing, `demo_mean`: the recorded flag, crediting mean(r on demo rows) / (1 − γ), the value
+          of earning the average demonstration reward forever (`demo_reward`: rewards of demo rows).
+        """
+        cfg = self.config
+        if not cfg.absorbing_terminals:
+            return b["done"], None
+        if cfg.absorbing_reward == "own":
+            return torch.zeros_like(b["done"]), None
+        value = demo_reward.detach().mean() / (1.0 - cfg.gamma)
+        return b["done"], value.clamp(max=MAX_REWARD / (1.0 - cfg.gamma))
 
     def _after_critic_step(self) -> None:
         if isinstance(self.critic, XQCCritic):
@@ -486,8 +500,6 @@ class Learner:
         with torch.no_grad():
             next_dist = self.actor(b["next_x"])
             next_u, next_log_pi = next_dist.rsample()
-        done = self._csil_done(b) if csil else b["done"]
-        batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, done)
         refine = csil and cfg.refine_reward and 0 < n_demo < cfg.batch_size
         if csil:
             # One reward forward serves both the critic target (detached) and the refinement step.
@@ -495,14 +507,17 @@ class Learner:
                 self.reward_policy, b["x"], b["u"], self.alpha, requires_grad=refine
             )
             reward = reward_full.detach()
+            done, terminal_value = self._csil_terminals(b, reward[: max(n_demo, 1)])
+            batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, done)
             with torch.no_grad():
                 next_log_prior = self.bc_prior(b["next_x"]).log_prob(next_u)
             loss, metrics = soft_critic_loss(
                 self.critic, self.target_critic, batch, reward, next_log_pi, next_log_prior,
-                cfg.gamma, cfg.beta, MAX_REWARD / (1.0 - cfg.gamma),
+                cfg.gamma, cfg.beta, MAX_REWARD / (1.0 - cfg.gamma), terminal_value,
             )  # fmt: skip
             metrics["reward/batch"] = reward.mean()
         else:
+            batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, b["done"])
             loss, metrics = sparse_critic_loss(
                 self.critic, self.target_critic, batch, b["success"], cfg.gamma
             )
