@@ -222,6 +222,31 @@ def test_holds_without_an_episode_then_commands_at_rate(graph: tuple[Graph, Node
     assert len(g.probe.got(ROBOT.command.gripper_topic)[-1].data) == 1
 
 
+def swap_round(g: Graph, learner: Learner, versions: range) -> list:
+    """Publish `versions` one after another, each once the previous one acted; the steps meanwhile."""
+    g.probe.clear(STEP_TOPIC)
+    for version in versions:
+        data = snapshot_bytes(learner)
+        PUBLISHED[f"v{version}"] = data
+        g.pub_weights.publish(weights_message(data))
+        g.probe.wait_for(WEIGHTS_STATUS_TOPIC, where=lambda m, v=version: json.loads(m.data)["version"] == v)
+        status = [s for s in g.statuses() if s["version"] == version][-1]
+        assert status["accepted"], status
+        g.probe.wait_for(STEP_TOPIC, where=lambda m, v=version: decode_step(m).policy_version == v)
+        time.sleep(3 * PERIOD)
+    return g.steps()
+
+
+def late_swap_ticks(steps: list) -> list:
+    """Swap ticks (first tick of a new version) that came, or were followed, more than 1.5 periods apart."""
+    versions = [s.policy_version for s in steps]
+    late = []
+    for i in np.flatnonzero(np.diff(versions)) + 1:
+        if max(steps[i].stamp - steps[i - 1].stamp, steps[i + 1].stamp - steps[i].stamp) >= 1.5 * PERIOD:
+            late.append((steps[i - 1], steps[i], steps[i + 1]))
+    return late
+
+
 def test_swaps_published_weights_between_ticks_without_missing_one(
     graph: tuple[Graph, NodeProcess], artefacts: dict[str, Path]
 ) -> None:
@@ -229,27 +254,23 @@ def test_swaps_published_weights_between_ticks_without_missing_one(
     learner = Learner(tiny_learner_config(artefacts["store"]), EpisodeStore.open(artefacts["store"]))
     PUBLISHED["learner"] = learner
     before = g.diagnostics(after=time.time())
-    g.probe.clear(STEP_TOPIC)
-    for version in (1, 2, 3):
-        data = snapshot_bytes(learner)
-        PUBLISHED[f"v{version}"] = data
-        g.pub_weights.publish(weights_message(data))
-        status = g.wait_status(version)[-1]
-        assert status["accepted"] and status["version"] == version, status
-        g.probe.wait_for(STEP_TOPIC, where=lambda m, v=version: decode_step(m).policy_version == v)
-        time.sleep(3 * PERIOD)
-    after = g.diagnostics(after=time.time())
-    steps = g.steps()
-    assert [s.tick for s in steps] == list(range(steps[0].tick, steps[0].tick + len(steps)))
+    steps = swap_round(g, learner, range(1, 4))
+    assert [s.tick for s in steps] == list(range(steps[0].tick, steps[0].tick + len(steps)))  # no hold
     versions = [s.policy_version for s in steps]
     assert versions == sorted(versions) and set(versions) >= {1, 2, 3}
-    # No tick missed at a swap: the ticks around each version change came one period apart.
-    for i in np.flatnonzero(np.diff(versions)) + 1:
-        assert steps[i].stamp - steps[i - 1].stamp < 1.5 * PERIOD, (steps[i - 1], steps[i])
-        assert steps[i + 1].stamp - steps[i].stamp < 1.5 * PERIOD, (steps[i], steps[i + 1])
+    # No tick missed at a swap. Timing on two shared cores is noisy (stalls of a third of a second were
+    # seen with a full suite and other jobs running), so a round with a late swap tick gets one more
+    # round: a swap that costs a tick fails both, a stall of the machine does not strike twice there.
+    late = late_swap_ticks(steps)
+    if late:
+        again = swap_round(g, learner, range(4, 7))
+        assert not late_swap_ticks(again), (late, late_swap_ticks(again))
+        steps = again
+    after = g.diagnostics(after=time.time())
     assert after["ticks"] > before["ticks"]
-    assert after["active_version"] == 3 and after["swaps"] == 3 and after["last_swap_latency_ms"] < 1000
-    acted = [s for s in steps if s.policy_version == 3]
+    last = steps[-1].policy_version
+    assert after["active_version"] == last and after["swaps"] == last and after["last_swap_latency_ms"] < 1000
+    acted = [s for s in steps if s.policy_version == last]
     assert np.abs(acted[-1].residual).max() > 1e-3
     np.testing.assert_allclose(acted[-1].executed, np.clip(acted[-1].base + acted[-1].residual, -1, 1))
     assert np.abs(acted[-1].residual).max() <= 0.1 + 1e-6  # the residual scale bounds it
@@ -263,7 +284,7 @@ def test_rejects_malformed_weights_and_reports_why(
     wide = Learner(tiny_learner_config(artefacts["store"], hidden=32), EpisodeStore.open(artefacts["store"]))
     bad = {
         "garbage": b"definitely not safetensors",
-        "nan": nan_bytes(snapshot_bytes(PUBLISHED["learner"])),  # v4 of the active run, diverged
+        "nan": nan_bytes(snapshot_bytes(PUBLISHED["learner"])),  # the active run's next version, diverged
         "shape": snapshot_bytes(wide),
         "replay": PUBLISHED["v1"],  # an old version of the active run
     }
@@ -279,7 +300,8 @@ def test_rejects_malformed_weights_and_reports_why(
     assert "hidden_sizes" in reports["shape"]["reason"]
     assert "stale snapshot: version 1" in reports["replay"]["reason"]
     diag = g.diagnostics(after=time.time())
-    assert diag["active_version"] == 3 and diag["weights"]["rejected"] == len(bad)
+    assert diag["active_version"] == PUBLISHED["learner"].state.version - 1  # the NaN one was not taken
+    assert diag["weights"]["rejected"] == len(bad)
     assert diag["hold_reason"] is None
 
 
