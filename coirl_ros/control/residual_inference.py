@@ -43,10 +43,10 @@ class FastResidual:
         return TanhNormal(mean, math.sqrt(PRIOR_VAR) * torch.tanh(torch.sqrt(MIN_VAR + var)))
 
     @torch.inference_mode()
-    def act(self, x: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """u [d]: the mode (no variance needed) or a sample."""
+    def act(self, x: np.ndarray, deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
+        """u [d]: the mode (no variance needed) or a sample at `temperature` (TanhNormal.sample)."""
         module, net = self.module, self.module.net
         if deterministic:
             obs = module.normalise(torch.as_tensor(np.asarray(x, np.float32)).unsqueeze(0))
             return torch.tanh(net.features(obs) @ net.mean_weights).squeeze(0).numpy()
-        return self.distribution(x).sample().squeeze(0).numpy()
+        return self.distribution(x).sample(temperature).squeeze(0).numpy()

@@ -100,6 +100,7 @@ class PolicyNode(Node):
             residual.scale if residual else 0.1,
             self.swapper,
             explore=p["explore"],
+            explore_temperature=p["explore_temperature"],
         )
         self.loop = ControlLoop(
             self.actor,
@@ -155,6 +156,7 @@ class PolicyNode(Node):
             "require_episode": True,  # act only between the recorder's start and stop events
             "hold_when_idle": True,  # between episodes: re-send the measured joints (False: send nothing)
             "explore": True,  # sample the residual (rollouts for the learner); False: its mode (deployment)
+            "explore_temperature": 1.0,  # exploring samples' spread, a fraction of the residual's std
             "asynchronous_base": True,  # base chunks on a worker thread (AsyncChunker)
             "diagnostics_period_s": 1.0,
             "torch_threads": 1,  # the residual is small: more threads only add contention on the robot PC
@@ -163,6 +165,11 @@ class PolicyNode(Node):
         out = {k: self.declare_parameter(k, v).value for k, v in defaults.items()}
         if out["torch_threads"] < 1 or out["diagnostics_period_s"] <= 0:
             raise ConfigError("policy_node: torch_threads must be >= 1 and diagnostics_period_s > 0")
+        out["explore_temperature"] = float(out["explore_temperature"])
+        if not 0.0 <= out["explore_temperature"] <= 1.0:
+            raise ConfigError(
+                f"policy_node: explore_temperature must be in [0, 1], got {out['explore_temperature']}"
+            )
         return out
 
     def _make_swapper(self, initial_weights: str) -> WeightSwapper | None:
