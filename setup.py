@@ -22,6 +22,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "bench"]),
+    # The dashboard's page (HTML, CSS, JS) is served from the package itself.
+    package_data={"coirl_ros.dashboard": ["static/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -52,6 +54,8 @@ setup(
             "joint_node = coirl_ros.nodes.joint_node:main",
             "recorder_node = coirl_ros.nodes.recorder_node:main",
             "episode_driver = coirl_ros.nodes.episode_driver:main",
+            # The operator dashboard (coirl_ros/dashboard + a thin node).
+            "dashboard_node = coirl_ros.nodes.dashboard_node:main",
         ],
     },
 )

@@ -23,6 +23,7 @@ from coirl_ros.configs import (
     TaskConfig,
     load_config,
 )
+from coirl_ros.configs.dashboard import DashboardConfig
 from coirl_ros.configs.ingestion import IngestionConfig
 from coirl_ros.configs.recorder import RecorderConfig
 from coirl_ros.configs.sim import SimConfig
@@ -41,6 +42,7 @@ CONFIG_KINDS: dict[str, type[ConfigModel]] = {
     "sim": SimConfig,
     "recorder": RecorderConfig,
     "ingestion": IngestionConfig,
+    "dashboard": DashboardConfig,
 }
 
 

@@ -8,7 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${COIRL_VENV:-$ROOT/.venv}"
 LOCK="$ROOT/requirements/lock.txt"
 STAMP="$VENV/.coirl-install-stamp"
-APT_PACKAGES=(libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0)
+# MuJoCo offscreen rendering (EGL/OSMesa), pyrealsense2 (libusb), the dashboard's browser test (chromium).
+APT_PACKAGES=(libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 chromium chromium-driver)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -44,7 +45,7 @@ install_apt_packages() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    log "WARNING: missing system packages ${missing[*]} (MuJoCo rendering / RealSense)."
+    log "WARNING: missing system packages ${missing[*]} (MuJoCo rendering / RealSense / dashboard browser test)."
     log "         install them with: sudo apt-get install ${missing[*]}"
   fi
 }
@@ -52,7 +53,7 @@ install_apt_packages() {
 if [[ "${1:-}" == "--print-python" ]]; then find_python312; exit $?; fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
-  log "not a Debian/Ubuntu system: install EGL/OSMesa and libusb-1.0 yourself"
+  log "not a Debian/Ubuntu system: install EGL/OSMesa, libusb-1.0 and chromium + chromedriver yourself"
 else
   install_apt_packages
 fi
