@@ -421,3 +421,16 @@ def test_live_updates_stream_and_the_server_stops_promptly(graph: InMemoryGraph)
             assert not stopper.is_alive() and time.monotonic() - began < 4.0
     finally:
         server.stop()
+
+
+def test_an_unreadable_store_is_reported_and_recovers(client: TestClient, graph: InMemoryGraph) -> None:
+    store = EpisodeStore.create(graph.store_path, SPEC)
+    episodes_dir = store.root / "episodes"
+    episodes_dir.rename(store.root / "episodes.away")
+    episodes_dir.write_text("not a directory")  # listing it fails (as an unmounted disk would)
+    listing = client.get("/api/episodes", headers=AUTH).json()
+    assert not listing["available"] and listing["message"].startswith("store unreadable")
+    assert client.get("/api/status", headers=AUTH).status_code == 200  # the rest of the page still works
+    episodes_dir.unlink()
+    (store.root / "episodes.away").rename(episodes_dir)
+    assert client.get("/api/episodes", headers=AUTH).json()["available"]

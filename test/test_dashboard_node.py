@@ -84,7 +84,8 @@ class SimGraph:
         self.probe.subscribe(Float64MultiArray, ARM_TOPIC, COMMAND_QOS)
         self.probe.subscribe(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
         recorder = {**common, "store": self.store, "source": "policy", "task": "lift"}
-        dashboard = {"port": 0, "store": self.store, "update_period_s": 0.5, "node_timeout_s": 3.0}
+        dashboard = {"port": 0, "store": self.store, "update_period_s": 0.5, "node_timeout_s": 3.0,
+                     "expected_nodes": "sim_node,joint_node,policy_node,recorder_node"}  # fmt: skip
         self.nodes = [
             NodeProcess("sim_node", env, {**common, "task": "lift", "seed": 1}),
             NodeProcess("joint_node", env, common),
@@ -154,8 +155,8 @@ def test_dashboard_node_reports_the_graph_and_drives_its_services(sim_graph: Sim
     assert control["tick_latency_ms"]["p50"] is not None and control["hold_reason"] == "no_episode"
     nodes = {n["name"]: n for n in status["nodes"]}
     assert nodes["policy_node"]["via"] == "diagnostics" and nodes["recorder_node"]["via"] == "graph"
-    assert not nodes["learner_node"]["seen"]  # not part of this graph
-    assert "dashboard_node" not in nodes
+    assert list(nodes)[:4] == ["sim_node", "joint_node", "policy_node", "recorder_node"]  # expected_nodes
+    assert "learner_node" not in nodes and "dashboard_node" not in nodes  # no learner here; itself hidden
 
     began = time.monotonic()
     missing = g.http.post("/api/learner/pause", json={"paused": True})

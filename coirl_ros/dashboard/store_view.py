@@ -89,7 +89,15 @@ class StoreView:
         """Rows and curve, re-read if the store changed since the last call (at most every min_refresh_s)."""
         with self._lock:
             if self._list is None or time.monotonic() - self._refreshed >= self.min_refresh_s:
-                self._refresh()
+                try:
+                    self._refresh()
+                except OSError as err:  # e.g. the store's disk went away: say so, keep serving the page
+                    self._store, self._key = None, ()
+                    self._revision += 1
+                    self._list = EpisodeList(
+                        store=self.path, revision=self._revision, available=False,
+                        message=f"store unreadable: {err}", curve_sources=self.curve_sources,
+                    )  # fmt: skip
             assert self._list is not None
             return self._list
 

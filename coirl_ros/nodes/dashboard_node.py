@@ -15,7 +15,8 @@ a service future with a timeout, so ROS never blocks the web server and the web 
 Shutdown (Ctrl-C / SIGTERM): the live-update streams end, the server stops, then rclpy.
 
 Parameters: `dashboard_config` (config/dashboard.yaml) with overrides `host`, `port`, `store`,
-`update_period_s`, `node_timeout_s`, `service_timeout_s`, `success_window`. The token is deliberately
+`update_period_s`, `node_timeout_s`, `service_timeout_s`, `success_window`, and `expected_nodes`
+(comma-separated node names, e.g. the graph a launch file starts). The token is deliberately
 not a ROS parameter (any process on the DDS domain can read parameters): it is generated at start,
 or set in the YAML file. The page URL with the token is printed once on stdout (not to /rosout).
 """
@@ -32,7 +33,7 @@ from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from coirl_ros.configs import ConfigError
+from coirl_ros.configs import ConfigError, config_from_dict
 from coirl_ros.configs.dashboard import DashboardConfig
 from coirl_ros.dashboard import (
     CommandRefused,
@@ -89,7 +90,17 @@ class DashboardNode(Node):
     def __init__(self) -> None:
         super().__init__("dashboard_node")
         config = declare_config_file(self, "dashboard_config", "dashboard.yaml", DashboardConfig)
-        self.config: DashboardConfig = declare_overrides(self, config, DASHBOARD_FIELDS)
+        config = declare_overrides(self, config, DASHBOARD_FIELDS)
+        # The nodes a launch file starts, listed before they first report: comma-separated ("" = YAML's).
+        expected = str(self.declare_parameter("expected_nodes", "").value)
+        if expected.strip():
+            names = [n.strip() for n in expected.split(",") if n.strip()]
+            config = config_from_dict(
+                DashboardConfig,
+                config.model_dump() | {"expected_nodes": names},
+                "dashboard_node expected_nodes",
+            )
+        self.config: DashboardConfig = config
         cfg = self.config
         self.graph = GraphStatus(
             cfg.node_timeout_s, cfg.expected_nodes, cfg.loss_history, ignore_nodes={self.get_name()}
