@@ -174,6 +174,12 @@ def test_status_shows_liveness_rate_latency_version_and_learner(
     assert nodes["joint_node"]["alive"] and nodes["joint_node"]["detail"] == "ok"
     assert nodes["recorder_node"]["alive"] and nodes["recorder_node"]["via"] == "graph"
     assert nodes["sim_node"]["alive"]  # not expected, listed once it joined the graph
+    graph.graph.camera_diagnostics({"camera": "front", "status": "streaming"})
+    graph.graph.graph_nodes([*graph.running, "camera_front"])
+    cameras = [n for n in status()["nodes"] if "front" in n["name"]]
+    assert [(c["name"], c["alive"], c["via"], c["detail"]) for c in cameras] == [
+        ("camera_front", True, "diagnostics", "streaming")
+    ]  # one row: the launch files name the node camera_<camera>
     learner = nodes["learner_node"]
     assert (learner["alive"], learner["seen"], learner["via"], learner["detail"]) == (
         False, False, "none", "not seen yet"

@@ -36,8 +36,9 @@ RECORDER = "recorder_node"
 
 
 def camera_node_name(camera: str) -> str:
-    """The row of one camera's ingestion node (camera_node runs once per camera)."""
-    return f"camera_node ({camera})"
+    """The row of one camera's ingestion node: camera_node runs once per camera, named `camera_<name>`
+    by the launch files, so its diagnostics and its presence in the ROS graph share one row."""
+    return f"camera_{camera}"
 
 
 class _Heartbeat:
