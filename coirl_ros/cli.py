@@ -2,7 +2,8 @@
 
 coirl episodes list|show|verify|relabel|delete|export-lerobot|import-lerobot
 coirl config check [FILE ...]
-coirl demo
+coirl launch finetune|record [--sim] [name:=value ...]
+coirl demo | store-demo
 """
 
 from __future__ import annotations
@@ -259,8 +260,45 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- launch ------------------------------------------------------------------------------------
+def cmd_launch(args: argparse.Namespace) -> int:
+    from coirl_ros.graph import build_graph, launch_arguments
+    from coirl_ros.launcher import Launcher, run_graph
+
+    if args.show_args:
+        for arg in launch_arguments(args.graph, args.sim):
+            choices = f" (one of {', '.join(c or "''" for c in arg.choices)})" if arg.choices else ""
+            print(f"{arg.name}:=  default {arg.default!r}{choices}\n    {arg.description}")
+        return 0
+    overrides = {}
+    for item in args.arguments:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise CliError(f"launch arguments are name:=value (as for ros2 launch), got {item!r}")
+        overrides[name] = value
+    nodes = build_graph(args.graph, args.sim, overrides)
+    if args.dry_run:
+        launcher = Launcher(nodes, log_dir=args.log_dir or None, stream=None)
+        for node in nodes:
+            waits = [f"{other} prints {text!r}" for other, text in node.start_after]
+            after = f"  (once {' and '.join(waits)})" if waits else ""
+            print(f"{node.name}: {' '.join(launcher.command(node))}{after}")
+        return 0
+    return run_graph(nodes, log_dir=args.log_dir or None)
+
+
 # ---- demo --------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    from coirl_ros.sim_demo import DemoConfig, run_sim_demo
+
+    config = DemoConfig(
+        out=Path(args.out), task_config=args.task_config, demos=args.demos, eval_episodes=args.eval_episodes,
+        train_episodes=args.train_episodes, base_steps=args.base_steps,
+    )  # fmt: skip
+    return run_sim_demo(config)
+
+
+def cmd_store_demo(args: argparse.Namespace) -> int:
     from coirl_ros.store_demo import run_store_demo
 
     run_store_demo(Path(args.out), episodes=args.episodes)
@@ -381,15 +419,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot-only", action="store_true", help="re-plot and summarise the existing CSV")
     p.set_defaults(func=cmd_bench_learn)
 
-    p = sub.add_parser("demo", help="run the end-to-end demo of what exists so far")
+    p = sub.add_parser(
+        "launch",
+        help="start a node graph as processes (what `ros2 launch coirl_ros ...` starts, without ros2cli)",
+        description="Start the finetune or record graph (coirl_ros/graph.py) as processes, streaming each"
+        " node's output with its name; Ctrl-C stops every node cleanly. Launch arguments are name:=value,"
+        " as for ros2 launch (--show-args lists them).",
+    )
+    p.add_argument(
+        "graph", choices=["finetune", "record"], help="finetune (policy + learner) or record (teleop demos)"
+    )
+    p.add_argument("--sim", action="store_true", help="in MuJoCo: sim_node, sim time, episode_driver")
+    p.add_argument("arguments", nargs="*", metavar="name:=value", help="launch arguments")
+    p.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
+    p.add_argument("--dry-run", action="store_true", help="print each node's command line and exit")
+    p.add_argument("--log-dir", default="", help="node logs and parameter files (default runs/launch/<time>)")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole loop in sim through the node graph: teleop demos, BC base, fine-tuning, evaluation",
+    )
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--episodes", type=int, default=6, help="scripted Lift demonstrations to record")
+    p.add_argument("--task-config", default="task_lift.yaml", help="task YAML (default: lift)")
+    p.add_argument("--demos", type=int, default=10, help="scripted demonstrations recorded through teleop")
+    p.add_argument("--eval-episodes", type=int, default=30, help="deterministic episodes per evaluation")
+    p.add_argument("--train-episodes", type=int, default=20, help="exploring episodes (learner training)")
+    p.add_argument("--base-steps", type=int, default=3000, help="training steps of the local BC base")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("store-demo", help="the episode store demo: crash safety, relabel, LeRobot round trip")
+    p.add_argument("--out", default="runs/store_demo")
+    p.add_argument("--episodes", type=int, default=6, help="scripted Lift demonstrations to record")
+    p.set_defaults(func=cmd_store_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `coirl launch finetune --sim a:=1 --dry-run b:=2`: launch arguments may sit between options.
+    if extra and getattr(args, "func", None) is cmd_launch and all(":=" in e for e in extra):
+        args.arguments += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except (CliError, StoreError, ConfigError, FileExistsError, ValueError) as err:

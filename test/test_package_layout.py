@@ -32,6 +32,7 @@ def test_core_imports_without_rclpy() -> None:
         "import coirl_ros.control.residual_inference, coirl_ros.control.demo_base\n"
         "import coirl_ros.policies.async_chunker, coirl_ros.policies.pi05_base\n"
         "import coirl_ros.policies.pi05_checkpoint, coirl_ros.policies.pi05_miniature\n"
+        "import coirl_ros.graph, coirl_ros.launcher, coirl_ros.launch_actions, coirl_ros.sim_demo\n"
         "import coirl_ros.dashboard, coirl_ros.configs.dashboard\n"
         "print('ok')\n"
     )
