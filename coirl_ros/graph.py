@@ -539,3 +539,7 @@ def ros_parameter_value(value: Any) -> Any:
 
 def ros_parameters(node: NodeSpec) -> dict[str, Any]:
     return {k: ros_parameter_value(v) for k, v in node.parameters.items()}
+
+
+# ---- registered extra nodes (imported last: they import this module) -----------------------------
+import coirl_ros.dashboard.graph_nodes  # noqa: E402, F401  -- dashboard_node in every graph

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from coirl_ros.configs import ConfigError, load_config
 from coirl_ros.configs.dashboard import DashboardConfig
-from coirl_ros.dashboard import DashboardServer, ServerError, create_app, success_curve
+from coirl_ros.dashboard import DashboardServer, PortInUse, create_app, success_curve
 from coirl_ros.dashboard.security import resolve_token
 from coirl_ros.data import EpisodeMeta, EpisodeSpec, EpisodeStore
 from coirl_ros.paths import config_dir
@@ -398,7 +398,7 @@ def test_live_updates_stream_and_the_server_stops_promptly(graph: InMemoryGraph)
     app = create_app(graph, CONFIG.model_copy(update={"allowed_hosts": []}), TOKEN)
     server = DashboardServer(app, "127.0.0.1", 0).start()
     try:
-        with pytest.raises(ServerError, match="cannot listen"):
+        with pytest.raises(PortInUse, match="cannot listen"):
             DashboardServer(app, "127.0.0.1", server.port)  # the port is taken: a clear error at once
         graph.tick()
         graph.learner_report(10, {"losses/critic": 1.0})

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from coirl_ros.configs import LearnerConfig, PolicyConfig, RobotConfig, TaskConfig, load_config
+from coirl_ros.configs.dashboard import DashboardConfig
 from coirl_ros.configs.recorder import RecorderConfig
 from coirl_ros.configs.sim import SimConfig
 from coirl_ros.configs.teleop import TeleopConfig
@@ -47,6 +48,7 @@ CONFIG_MODELS = {
     "teleop_config": TeleopConfig,
     "sim_config": SimConfig,
     "recorder_config": RecorderConfig,
+    "dashboard_config": DashboardConfig,
 }
 # Graph variants: every node any of them starts is covered.
 VARIANTS: list[tuple[str, bool, dict[str, str]]] = [
@@ -124,6 +126,7 @@ def test_graphs_share_time_and_files_and_know_their_order() -> None:
         "policy_node",
         "learner_node",
         "episode_driver",
+        "dashboard_node",
     }
     assert all(n.parameters["use_sim_time"] is True for n in nodes.values())
     store = str((Path.cwd() / "rel/store.zarr").resolve())  # absolute: nodes resolve against their own cwd

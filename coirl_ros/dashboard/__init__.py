@@ -6,7 +6,7 @@ source from the running graph. See README "Dashboard".
 
 from coirl_ros.dashboard.app import create_app
 from coirl_ros.dashboard.graph_status import GraphStatus
-from coirl_ros.dashboard.server import DashboardServer, ServerError
+from coirl_ros.dashboard.server import DashboardServer, PortInUse, ServerError
 from coirl_ros.dashboard.source import (
     CommandError,
     CommandRefused,
@@ -24,6 +24,7 @@ __all__ = [
     "DashboardSource",
     "GraphStatus",
     "NotFound",
+    "PortInUse",
     "ServerError",
     "StoreView",
     "create_app",

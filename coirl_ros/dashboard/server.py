@@ -7,6 +7,7 @@ use is an immediate, clear error and port 0 yields the real port for the printed
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -21,6 +22,10 @@ class ServerError(RuntimeError):
     """The dashboard's web server could not start."""
 
 
+class PortInUse(ServerError):
+    """The configured port is taken (another dashboard, another service)."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -32,8 +37,12 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        hint = " (another dashboard running? set port, or port: 0 for any free one)" if port else ""
-        raise ServerError(f"dashboard cannot listen on {host}:{port}: {err.strerror or err}{hint}") from None
+        message = f"dashboard cannot listen on {host}:{port}: {err.strerror or err}"
+        if err.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"{message} (another dashboard running? set port, or 0 for any free one)"
+            ) from None
+        raise ServerError(message) from None
     sock.listen(64)
     sock.set_inheritable(True)
     return sock

@@ -41,6 +41,7 @@ from coirl_ros.dashboard import (
     DashboardServer,
     GraphStatus,
     NotFound,
+    PortInUse,
     ServerError,
     StoreView,
     create_app,
@@ -124,8 +125,16 @@ class DashboardNode(Node):
         self.create_timer(GRAPH_PERIOD_S, self._poll_graph, callback_group=group)
 
         token = resolve_token(cfg)
+        app = create_app(self, cfg, token)
         try:
-            self.server = DashboardServer(create_app(self, cfg, token), cfg.host, cfg.port).start()
+            try:
+                server = DashboardServer(app, cfg.host, cfg.port)
+            except PortInUse as err:
+                # A second graph on this machine (tests, a sim beside the robot) must not fail over a
+                # port: serve on a free one, and the URL printed below says which.
+                self.get_logger().warn(f"{err}; serving on a free port instead")
+                server = DashboardServer(app, cfg.host, 0)
+            self.server = server.start()
         except ServerError as err:
             raise ConfigError(str(err)) from None
         where = "this machine only" if cfg.loopback_only else f"the network ({cfg.host})"
