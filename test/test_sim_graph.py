@@ -91,6 +91,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "episodes:=2",
         f"store:={store}",
         "real_time_factor:=2",
+        "dashboard:=false",  # tested on its own (test_dashboard_launch.py); the graph here is the subject
     ]
     out = subprocess.run(command, env=module_env(), cwd=root, capture_output=True, text=True, timeout=180)
     return {"root": root, "store": store, "returncode": out.returncode, "output": out.stdout + out.stderr}
@@ -151,6 +152,7 @@ def finetune(recorded: dict) -> Iterator[dict]:
             "checkpoint": str(root / "learner" / "learner.pt"),
             "seed": "500",
             "params_file": str(root / "params.yaml"),
+            "dashboard": "false",
         },
     )
     env = module_env()
