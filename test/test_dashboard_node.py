@@ -6,7 +6,8 @@ all real processes on a private loopback DDS domain; dashboard_node serves the p
 browser test drives Debian's chromium through chromedriver (selenium): the page loads and shows the
 graph live, the success curve is drawn from the store, "mark last episode success" relabels the
 episode in the store, and the emergency hold stops the policy's output on the command topic.
-Set COIRL_DASHBOARD_SCREENSHOT=<file.png> to keep a screenshot of the page (docs/dashboard.png).
+Set COIRL_DASHBOARD_SCREENSHOT=<file.png> to keep a screenshot of the page at the hold (the README's
+screenshot comes from scripts/dashboard_screenshot.py, a fine-tuning run with the learner).
 """
 
 from __future__ import annotations

@@ -203,7 +203,8 @@
     if (s.weights) {
       const w = s.weights;
       $("control").append(el("dt", {}, "last weights"),
-        el("dd", {}, (w.accepted ? "accepted" : "rejected") + (w.version !== null ? " v" + w.version : "") + (w.reason ? ": " + w.reason : "")));
+        el("dd", {}, (w.accepted ? "accepted" : "rejected") + (w.version !== null ? " v" + w.version : "") +
+          (!w.accepted && w.reason ? ": " + w.reason : "")));
     }
     const hold = $("btn-hold");
     hold.textContent = holding ? "RELEASE HOLD" : "HOLD";
@@ -225,7 +226,8 @@
         ["published version", l.version ? "v" + l.version : "–"],
       ];
       if (l.error) entries.push(["error", l.error]);
-      for (const [k, v] of Object.entries(l.losses || {})) entries.push([k, fmt(v)]);
+      // The losses here; every other training metric the learner reports is charted below.
+      for (const [k, v] of Object.entries(l.losses || {})) if (k.startsWith("losses/")) entries.push([k, fmt(v)]);
       fillList($("learner"), entries);
     }
     $("btn-learner-pause").textContent = l && l.paused ? "Resume learner" : "Pause learner";
@@ -330,7 +332,9 @@
       return;
     }
     box.replaceChildren();
-    for (const s of curves.series) {
+    const losses = (s) => (s.key.startsWith("losses/") ? 0 : 1);  // losses first, then other metrics
+    const ordered = [...curves.series].sort((a, b) => losses(a) - losses(b) || a.key.localeCompare(b.key));
+    for (const s of ordered) {
       const wrap = el("div", { class: "loss", "data-key": s.key });
       const last = s.points[s.points.length - 1];
       wrap.append(el("h3", {}, s.key + "  " + fmt(last ? last[1] : null)));
