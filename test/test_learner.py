@@ -7,6 +7,7 @@ shrunk so each test runs in about a second.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,30 @@ def _record(store: EpisodeStore, source: str, episodes: int, seed: int, noise: f
     record_reach(store, source, episodes, seed, noise, SCALE)
 
 
+@pytest.fixture(scope="module")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The stores the tests start from, recorded once per module (each test works on its own copy):
+    "demos" holds 20 demonstrations, "mixed" those and 10 rollouts."""
+    root = tmp_path_factory.mktemp("learner_stores")
+    demos = EpisodeStore.create(root / "demos.zarr", SPEC)
+    _record(demos, "teleop", episodes=20, seed=0, noise=0.0)
+    shutil.copytree(demos.root, root / "mixed.zarr")
+    _record(EpisodeStore.open(root / "mixed.zarr"), "policy", episodes=10, seed=1, noise=1.0)
+    return {"demos": demos.root, "mixed": root / "mixed.zarr"}
+
+
+def _copy(template: Path, tmp_path: Path) -> EpisodeStore:
+    return EpisodeStore.open(shutil.copytree(template, tmp_path / "episodes.zarr"))
+
+
 @pytest.fixture
-def demo_store(tmp_path: Path) -> EpisodeStore:
-    store = EpisodeStore.create(tmp_path / "episodes.zarr", SPEC)
-    _record(store, "teleop", episodes=20, seed=0, noise=0.0)
-    return store
+def demo_store(_templates: dict[str, Path], tmp_path: Path) -> EpisodeStore:
+    return _copy(_templates["demos"], tmp_path)
 
 
-def _with_rollouts(store: EpisodeStore) -> EpisodeStore:
-    _record(store, "policy", episodes=10, seed=1, noise=1.0)
-    return store
+@pytest.fixture
+def mixed_store(_templates: dict[str, Path], tmp_path: Path) -> EpisodeStore:
+    return _copy(_templates["mixed"], tmp_path)
 
 
 def test_pretraining_needs_demonstrations(tmp_path: Path) -> None:
@@ -84,11 +99,9 @@ def test_bc_pretraining_fits_the_demonstrations(demo_store: EpisodeStore) -> Non
 
 @pytest.mark.parametrize("warmup", [1000, 0])
 def test_csil_starts_coherent_and_stays_near_bc_over_the_first_updates(
-    demo_store: EpisodeStore, warmup: int
+    mixed_store: EpisodeStore, warmup: int
 ) -> None:
-    learner = Learner(
-        _config(method="csil", actor_warmup_updates=warmup), _with_rollouts(demo_store), scale=SCALE
-    )
+    learner = Learner(_config(method="csil", actor_warmup_updates=warmup), mixed_store, scale=SCALE)
     learner.pretrain()
     demo = learner._tensors(learner.sampler.sample(256, np.random.default_rng(5), "demo"))
 
@@ -118,8 +131,8 @@ def test_csil_starts_coherent_and_stays_near_bc_over_the_first_updates(
     assert fresh > 100 * max(max(kls), 1e-3)
 
 
-def test_sparse_baseline_starts_at_the_base_and_learns_a_bounded_value(demo_store: EpisodeStore) -> None:
-    learner = Learner(_config(method="sparse"), _with_rollouts(demo_store), scale=SCALE)
+def test_sparse_baseline_starts_at_the_base_and_learns_a_bounded_value(mixed_store: EpisodeStore) -> None:
+    learner = Learner(_config(method="sparse"), mixed_store, scale=SCALE)
     learner.pretrain()
     x = np.array([0.3, 0.3, 0.0, 0.0], np.float32)
     assert np.allclose(learner.actor.act(x), 0.0), "a fresh residual adds nothing to the base"
@@ -176,8 +189,8 @@ def test_snapshot_round_trip_acts_identically_and_rejects_another_spec(demo_stor
 
 
 @pytest.mark.parametrize("kind", ["xqc", "layernorm_mlp"])
-def test_checkpoint_resume_continues_exactly(demo_store: EpisodeStore, tmp_path: Path, kind: str) -> None:
-    store = _with_rollouts(demo_store)
+def test_checkpoint_resume_continues_exactly(mixed_store: EpisodeStore, tmp_path: Path, kind: str) -> None:
+    store = mixed_store
     config = _config(method="csil", critic={**SMALL["critic"], "kind": kind})
     learner = Learner(config, store, scale=SCALE)
     learner.pretrain()
@@ -214,9 +227,7 @@ def test_checkpoint_from_another_config_or_a_torn_file_is_refused(
         learner.load_checkpoint(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize(
-    ("absorbing", "reward_kind"), [(True, "own"), (True, "demo_mean"), (False, "own")]
-)
+@pytest.mark.parametrize(("absorbing", "reward_kind"), [(True, "own"), (True, "demo_mean"), (False, "own")])
 def test_csil_terminal_rows_bootstrap_cut_or_earn_the_demo_reward(
     demo_store: EpisodeStore, absorbing: bool, reward_kind: str
 ) -> None:

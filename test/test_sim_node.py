@@ -18,6 +18,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
+    ENV_STATE_QOS,
     ENV_STATE_TOPIC,
     SENSOR_QOS,
     SIM_STATE_TOPIC,
@@ -131,6 +132,14 @@ def test_lockstep_sim_steps_once_per_command(ros_env: dict[str, str], tmp_path: 
         grip.publish(Float64MultiArray(data=[0.0]))
         time.sleep(0.3)
         assert len(probe.got("/joint_states")) == n1
+        # Paused, nothing is published; the object state is latched: a node subscribing now (a recorder
+        # that sizes a new store from it) still gets the current one.
+        latched: list[Float64MultiArray] = []
+        probe.node.create_subscription(Float64MultiArray, ENV_STATE_TOPIC, latched.append, ENV_STATE_QOS)
+        deadline = time.monotonic() + 20
+        while not latched and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert latched and decode_environment_state(latched[-1])[1].shape == (7,)
         probe.call(SetBool, "/sim/pause", SetBool.Request(data=False))
         probe.wait_for("/joint_states", n1 + 1)  # the command kept while paused runs now
 

@@ -22,3 +22,7 @@ class RecorderConfig(ConfigModel):
     step_wait_s: Annotated[float, Field(gt=0)] = 0.5
     # A camera frame more than this older than the step's observation is not paired (step skipped).
     max_image_lag_s: Annotated[float, Field(gt=0)] = 0.5
+    # Object-state values per frame (/coirl/environment_state) when the store is created: 0 = none (a
+    # robot), n = the sim task's object state; None = an existing store's, else the size of the
+    # sim's (latched) message, else 0 when nothing publishes one (see recorder_node).
+    env_state_dim: Annotated[int, Field(ge=0)] | None = None

@@ -87,13 +87,16 @@ class EpisodeDriver(Node):
             self._tick_cond.notify_all()
 
     # ---- service calls from the worker thread ----------------------------------------------------------
-    def _call(self, name: str, request: Any) -> Any:
+    def _client(self, name: str) -> Any:
         client = self.clients_[name]
         if not client.wait_for_service(timeout_sec=self.service_timeout_s):
             raise DriverError(
                 f"service {name} not available after {self.service_timeout_s} s: is its node running?"
             )
-        future = client.call_async(request)
+        return client
+
+    def _call(self, name: str, request: Any) -> Any:
+        future = self._client(name).call_async(request)
         done = threading.Event()
         future.add_done_callback(lambda _f: done.set())
         if not done.wait(self.service_timeout_s):
@@ -110,6 +113,10 @@ class EpisodeDriver(Node):
     def _run(self) -> None:
         code = 0
         try:
+            # Every node is up before the first reset: a recorder still starting would miss the
+            # fresh scene that the reset publishes (and a missing node fails here, named).
+            for name in self.clients_:
+                self._client(name)
             for _ in range(self.episodes):
                 if self._stop.is_set():
                     break

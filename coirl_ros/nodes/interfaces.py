@@ -97,6 +97,15 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
     history=HistoryPolicy.KEEP_LAST,
 )
+# sim_node's /coirl/environment_state: STATE_QOS, but transient local, so a node that starts (or
+# matches) while the sim is paused still gets the current object state -- the recorder sizes a new
+# store's environment state from it. Volatile subscribers (STATE_QOS, SENSOR_QOS) match as before.
+ENV_STATE_QOS = QoSProfile(
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
 
 # ---- the per-tick step record --------------------------------------------------------------------
 STEP_LAYOUT_LABEL = "coirl_step/1"

@@ -4,6 +4,8 @@
 (rclpy's signal handler shuts the context down: ExternalShutdownException) and on errors, always
 calling the node's `close()` (threads joined, devices and stores released) before rclpy goes.
 A configuration error ends the process with exit code 2 and the message, not a traceback.
+Nodes with several callback threads spin a `ThreadedExecutor` (rclpy's MultiThreadedExecutor less a
+busy loop, see there).
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import (
+    ConditionReachedException,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    SingleThreadedExecutor,
+    TimeoutException,
+    TimeoutObject,
+)
 from rclpy.node import Node
 
 from coirl_ros.configs.loading import ConfigError
@@ -30,6 +40,38 @@ def seconds_stamp(seconds: float) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+class ThreadedExecutor(MultiThreadedExecutor):
+    """rclpy's MultiThreadedExecutor, except that a callback is handed to the thread pool once.
+
+    rclpy 7.1 (Jazzy) keeps every handler it made in a list of tasks "in progress" and hands the
+    pool, on every spin, each one that has not started yet: while the pool's threads are busy, the
+    spinning thread resubmits the queued handlers again and again, and spins instead of waiting
+    while it competes for the GIL with the callbacks it queued (ros2/rclpy#1452, fixed upstream by
+    #1547); on a loaded two-core machine that is when a tick is already late. Our callbacks are
+    plain functions that run to completion in one go, so a handler leaves that list when it is
+    submitted and is never resubmitted. (An `async def` callback that awaits would never be resumed:
+    none of the nodes has one.)
+    """
+
+    def _spin_once_impl(
+        self,
+        timeout_sec: float | TimeoutObject | None = None,
+        wait_condition: Callable[[], bool] = lambda: False,
+    ) -> None:
+        try:
+            handler, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
+            return
+        with self._tasks_lock:
+            self._tasks = [task for task in self._tasks if task[0] is not handler]
+        self._executor.submit(handler)
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # a callback's exception ends the spin, as in rclpy
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 1) -> int:
     """rclpy.init, build, spin until shutdown, close; returns the process exit code.
 
@@ -40,7 +82,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
     code = 0
     try:
         node = factory()
-        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor = ThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.2)

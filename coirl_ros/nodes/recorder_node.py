@@ -13,9 +13,14 @@ episode atomically), /recorder/discard (Trigger). Events on /coirl/episode (JSON
 
 The store (parameter `store`) is created on the first start, with the spec from the robot config
 (state, cameras at their configured size; other sizes are resized), the policy's action space and
-the environment state dimension seen on /coirl/environment_state (0 on a robot). The recorder is
-the store's single writer while it runs. Killed mid-episode, it loses that episode's unflushed
-frames only; stopped cleanly mid-episode, it commits what it has, unlabelled.
+the environment state size: `env_state_dim` if set (0 on a robot), else an existing store's, else
+the size of what arrived on /coirl/environment_state (sim_node latches it, so a paused sim still
+tells), else 0 when nothing publishes there. A publisher that has sent nothing within
+ENV_STATE_WAIT_S makes the start fail (a store with the wrong spec would be worse). The recorder is
+the store's single writer while it runs. /recorder/stop first waits (up to `step_wait_s`) for the
+observations of steps already received, so the episode's last steps are not lost to a slow hop.
+Killed mid-episode, it loses that episode's unflushed frames only; stopped cleanly mid-episode, it
+commits what it has, unlabelled.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
@@ -41,10 +47,11 @@ from coirl_ros.configs.policy import PolicyConfig
 from coirl_ros.configs.recorder import RecorderConfig
 from coirl_ros.configs.robot import RobotConfig
 from coirl_ros.configs.task import TaskConfig
-from coirl_ros.data.episode_spec import FrameError
+from coirl_ros.data.episode_spec import EpisodeSpec, FrameError
 from coirl_ros.data.episode_store import EpisodeStore, StoreError
 from coirl_ros.ingestion.image_codec import image_to_rgb
 from coirl_ros.nodes.interfaces import (
+    ENV_STATE_QOS,
     ENV_STATE_TOPIC,
     EPISODE_TOPIC,
     LATCHED_QOS,
@@ -62,7 +69,9 @@ from coirl_ros.nodes.ros_params import declare_config_file, declare_overrides
 from coirl_ros.recording.episode_recorder import EpisodeRecorder, recording_spec
 from coirl_ros.recording.frame_assembler import FrameAssembler, Skip
 
-ENV_STATE_WAIT_S = 2.0
+# A sim publishes its object state latched: this long is for discovery and a busy machine, not for
+# the sim to step (a paused sim's latched message arrives as soon as the recorder is matched).
+ENV_STATE_WAIT_S = 10.0
 
 
 def _locked[F: Callable[..., Any]](method: F) -> F:
@@ -76,7 +85,16 @@ def _locked[F: Callable[..., Any]](method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-RECORDER_FIELDS = ("store", "source", "task", "flush_every", "buffer_s", "step_wait_s", "max_image_lag_s")
+RECORDER_FIELDS = (
+    "store",
+    "source",
+    "task",
+    "flush_every",
+    "buffer_s",
+    "step_wait_s",
+    "max_image_lag_s",
+    "env_state_dim",
+)
 # Deep reliable queues: a burst of ticks must not lose a record while a frame is being written.
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
@@ -111,6 +129,7 @@ class RecorderNode(Node):
         self.recorder: EpisodeRecorder | None = None
         self.env_state_dim: int | None = None
         self.latest_version: int | None = None
+        self._stopping = False  # a stop is settling: steps arriving now are not the episode's
         self._warned: set[str] = set()
         self._lock = threading.RLock()
 
@@ -123,6 +142,14 @@ class RecorderNode(Node):
         self.create_subscription(
             Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, RECORD_QOS, callback_group=inputs
         )
+        self._latched_env: Subscription | None = None
+        if cfg.env_state_dim is None and self._existing_spec() is None:
+            # Matches transient-local publishers only (sim_node): their latest message arrives on
+            # matching, even from a paused sim, so the first start knows the object state's size.
+            # Dropped once that size is known (it would get every message the one above gets).
+            self._latched_env = self.create_subscription(
+                Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, ENV_STATE_QOS, callback_group=inputs
+            )
         self.create_subscription(
             Float64MultiArray, STEP_TOPIC, self._on_step, RECORD_QOS, callback_group=inputs
         )
@@ -192,12 +219,17 @@ class RecorderNode(Node):
         except ValueError as err:
             self._warn_once("step_layout", f"ignored {STEP_TOPIC} message: {err}")
             return
+        if step.policy_version != self.latest_version:
+            self.get_logger().info(f"{STEP_TOPIC}: policy version {step.policy_version}")
         self.latest_version = step.policy_version
-        if self.recorder is not None and self.recorder.recording:
+        if self.recorder is not None and self.recorder.recording and not self._stopping:
             self.assembler.submit(step, time.monotonic())
 
     @_locked
     def _drain(self, force: bool = False) -> None:
+        if self._latched_env is not None and (self.env_state_dim is not None or self.recorder is not None):
+            self.destroy_subscription(self._latched_env)
+            self._latched_env = None
         if self.recorder is None or not self.recorder.recording:
             return
         for step, result in self.assembler.drain(time.monotonic(), force=force):
@@ -218,27 +250,50 @@ class RecorderNode(Node):
                 self.get_logger().error(f"episode cannot be written: {err}", throttle_duration_sec=5.0)
 
     # ---- the store -------------------------------------------------------------------------------------
+    def _existing_spec(self) -> EpisodeSpec | None:
+        with contextlib.suppress(StoreError):  # no store yet
+            return EpisodeStore.open(self.cfg.store).spec
+        return None
+
+    def _env_state_undecided(self) -> bool:
+        """Whether a new store's environment state size depends on a message still to come."""
+        return (
+            self.cfg.env_state_dim is None
+            and self.env_state_dim is None
+            and bool(self.count_publishers(ENV_STATE_TOPIC))
+        )
+
+    def _store_env_state_dim(self, existing: EpisodeSpec | None) -> int:
+        """The environment state size the store is opened with (module docstring)."""
+        if self.cfg.env_state_dim is not None:
+            return self.cfg.env_state_dim
+        if self.env_state_dim is not None:
+            return self.env_state_dim
+        if existing is not None:
+            return existing.env_state_dim
+        if self.count_publishers(ENV_STATE_TOPIC):
+            raise StoreError(
+                f"{ENV_STATE_TOPIC} has a publisher but nothing arrived within {ENV_STATE_WAIT_S:g} s, so"
+                " the new store's environment state size is unknown: set the recorder's env_state_dim"
+                " (0 = none) or check the sim"
+            )
+        self.get_logger().info(f"nobody publishes {ENV_STATE_TOPIC}: recording without environment state")
+        return 0
+
     def _open_store(self) -> EpisodeRecorder:
-        env_dim = self.env_state_dim
-        existing = None
-        with contextlib.suppress(StoreError):  # no store yet: created below
-            existing = EpisodeStore.open(self.cfg.store).spec
-        if env_dim is None:
-            env_dim = existing.env_state_dim if existing is not None else 0
+        existing = self._existing_spec()
+        env_dim = self._store_env_state_dim(existing)
         spec = recording_spec(self.robot, self.action_space, env_dim)
         if existing is not None and existing != spec:
-            hint = ""
-            if existing.env_state_dim and self.env_state_dim is None:
-                hint = (
-                    f" (the store has environment state; nothing arrived on {ENV_STATE_TOPIC}:"
-                    " is sim_node running?)"
-                )
+            hint = " (env_state_dim)" if existing.env_state_dim != env_dim else ""
             raise StoreError(
                 f"{self.cfg.store} was recorded with spec {existing.to_dict()}; this recorder produces"
                 f" {spec.to_dict()}{hint}"
             )
         recorder = EpisodeRecorder(self.cfg.store, spec, config_hash(self.robot), self.cfg.flush_every)
         self.assembler.spec = spec
+        if existing is None:
+            self.get_logger().info(f"created {self.cfg.store}: environment state {env_dim} values per frame")
         for p in recorder.abandoned:
             self.get_logger().warn(
                 f"{self.cfg.store}: partial episode {p.name} ({p.frames_flushed} frames) left by a writer"
@@ -259,11 +314,12 @@ class RecorderNode(Node):
 
     # ---- services --------------------------------------------------------------------------------------
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.recorder is None and self.env_state_dim is None and self.count_publishers(ENV_STATE_TOPIC):
-            # A sim is running but its object state has not arrived yet: the new store's spec needs it.
+        if self.recorder is None and self._existing_spec() is None:
+            # A sim is running but its object state has not arrived yet: the new store's spec needs
+            # it. (Inputs run on the other executor thread meanwhile.)
             deadline = time.monotonic() + ENV_STATE_WAIT_S
-            while self.env_state_dim is None and time.monotonic() < deadline:
-                time.sleep(0.01)
+            while time.monotonic() < deadline and self._env_state_undecided():
+                time.sleep(0.02)
         with self._lock:
             return self._start(response)
 
@@ -289,8 +345,30 @@ class RecorderNode(Node):
         response.success, response.message = True, json.dumps({"index": index})
         return response
 
-    @_locked
+    def _settle(self) -> None:
+        """Give the steps received before the stop up to `step_wait_s` to get their observations (the
+        state comes over another hop than the step, and may be a little behind it at the end)."""
+        deadline = time.monotonic() + self.cfg.step_wait_s
+        with self._lock:
+            self._stopping = True
+        while True:
+            with self._lock:
+                if self.recorder is None or not self.recorder.recording:
+                    return
+                self._drain()  # the drain timer shares this callback's group: it cannot run now
+                if not self.assembler.pending or time.monotonic() >= deadline:
+                    return
+            time.sleep(0.01)
+
     def _on_stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        try:
+            self._settle()
+            with self._lock:
+                return self._stop(request, response)
+        finally:
+            self._stopping = False
+
+    def _stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if self.recorder is None or not self.recorder.recording:
             response.success, response.message = False, "not recording"
             return response

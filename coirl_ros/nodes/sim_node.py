@@ -6,7 +6,8 @@ arm targets on `command.topic` and the finger target on `command.gripper_topic`;
 publishes what the robot and its cameras would: /joint_states (arm joints + gripper joint, in the
 robot config's names), raw renders of every `source: sim` camera on /sim/cameras/<c>/image_raw
 (+ camera_info, sensor QoS), plus the sim's extras: /coirl/environment_state (privileged object
-state, stamped like the joint states), /sim/state (time, qpos, qvel, mocap poses) and /clock.
+state, stamped like the joint states; latched, ENV_STATE_QOS), /sim/state (time, qpos, qvel, mocap
+poses) and /clock.
 
 Time: the sim owns a clock that starts at 1 s and never runs backwards, published on /clock. With
 `use_sim_time:=true` (run every node that way) messages are stamped with it; without, they are
@@ -41,6 +42,7 @@ from coirl_ros.configs.task import TaskConfig
 from coirl_ros.nodes.interfaces import (
     CLOCK_TOPIC,
     COMMAND_QOS,
+    ENV_STATE_QOS,
     ENV_STATE_TOPIC,
     SENSOR_QOS,
     SIM_PAUSE_SERVICE,
@@ -106,7 +108,7 @@ class SimNode(Node):
 
         self.pub_joints = self.create_publisher(JointState, robot.joint_states_topic, STATE_QOS)
         self.pub_clock = self.create_publisher(Clock, CLOCK_TOPIC, COMMAND_QOS)
-        self.pub_env = self.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, STATE_QOS)
+        self.pub_env = self.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, ENV_STATE_QOS)
         self.pub_sim_state = self.create_publisher(Float64MultiArray, SIM_STATE_TOPIC, COMMAND_QOS)
         self.pub_images = {
             c.name: self.create_publisher(Image, sim_camera_topic(c.name), SENSOR_QOS) for c in cams

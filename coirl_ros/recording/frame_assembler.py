@@ -9,10 +9,14 @@ frame only once its observation is complete:
   a step whose state has not arrived yet waits up to `step_wait_s`;
 - environment state (sim): likewise, by stamp;
 - each camera: the newest frame at or before the observation, once a frame at or after it has
-  arrived (so no fresher one can still be in flight) or 1.5 camera periods have passed, and no
-  more than `max_image_lag_s` older than the observation.
+  arrived (so no fresher one can still be in flight) or the state stream has moved 1.5 camera
+  periods past the observation, and no more than `max_image_lag_s` older than the observation.
 
-Steps are resolved strictly in order; one that cannot be paired is skipped with a reason.
+That last wait is counted in stamps, not wall time: a recorder that stalls (a busy machine) finds
+frames and states queued when it resumes, and must not take an older frame just because the wall
+clock ran on meanwhile. Wall time (`step_wait_s` since the step arrived) only bounds waits for
+streams that stopped. Steps are resolved strictly in order; one that cannot be paired is skipped
+with a reason.
 """
 
 from __future__ import annotations
@@ -156,11 +160,13 @@ class FrameAssembler:
                     f" the store holds {self.spec.env_state_dim}",
                 )
             frame[OBS_ENV_STATE] = env[1]
+        newest_state = self.states.newest_stamp
         for camera, buffer in self.images.items():
             newest = buffer.newest_stamp
             settled = newest is not None and newest >= t - self.tolerance
-            patience = min(self.step_wait_s, 1.5 / self.camera_fps.get(camera, 30.0))
-            if not settled and not force and waited_s < patience:
+            period = 1.0 / self.camera_fps.get(camera, 30.0)
+            moved_on = newest_state is not None and newest_state >= t + 1.5 * period
+            if not (settled or moved_on or expired):
                 return None
             image = buffer.at_or_before(t + self.tolerance)
             if image is None:

@@ -1,0 +1,71 @@
+"""The nodes' executor: with every pool thread busy, a ready callback is queued once and then run,
+never handed to the pool over and over (rclpy 7.1's MultiThreadedExecutor does that: ros2/rclpy#1452)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+
+from coirl_ros.nodes.node_runtime import ThreadedExecutor
+
+
+@pytest.fixture
+def node(ros_env: dict[str, str]) -> Iterator[Node]:
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    node = Node("executor_probe", context=context)
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_a_callback_waiting_for_a_busy_pool_is_submitted_once_and_runs(node: Node) -> None:
+    release = threading.Event()
+    busy: list[str] = []
+
+    def blocker(name: str):
+        def hold_a_thread() -> None:
+            if name not in busy:
+                busy.append(name)
+                release.wait(10)
+
+        return hold_a_thread
+
+    for name in ("a", "b"):  # both pool threads, held until released
+        node.create_timer(0.01, blocker(name), callback_group=MutuallyExclusiveCallbackGroup())
+    ticks: list[float] = []
+    node.create_timer(
+        0.01, lambda: ticks.append(time.monotonic()), callback_group=MutuallyExclusiveCallbackGroup()
+    )
+    executor = ThreadedExecutor(num_threads=2, context=node.context)
+    executor.add_node(node)
+    submitted: Counter = Counter()
+    submit = executor._executor.submit
+
+    def counting_submit(fn: object, *args: object, **kwargs: object) -> object:
+        submitted[fn] += 1
+        return submit(fn, *args, **kwargs)
+
+    executor._executor.submit = counting_submit
+    try:
+        deadline = time.monotonic() + 0.6  # three of the spin's 0.2 s waits: rclpy 7.1 resubmits on each
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.2)
+        assert sorted(busy) == ["a", "b"] and not ticks  # the pool is full: the tick waits in its queue
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(ticks) < 5 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.2)
+        assert len(ticks) >= 5  # the queued callback ran, and the timer goes on
+        assert max(submitted.values()) == 1, f"a handler was submitted {max(submitted.values())} times"
+    finally:
+        release.set()
+        executor.shutdown()
