@@ -59,6 +59,11 @@ GRAPH_KINDS: tuple[GraphKind, ...] = ("finetune", "record")
 WEIGHTS_PUBLISHED_LINE = "published weights v"
 CONTROLLER_TICKING_LINE = "holding: no_episode"
 WEIGHTS_VALIDATED_LINE = ") validated"  # policy_node: "weights v3 (<run id>) validated"
+READY_LINES = {"sim_node": "sim: task ", "recorder_node": "recording "}  # their start-up lines
+# After those lines, time for DDS discovery between all of them (a volatile subscription that matches
+# after the recorder's "start" event, or a recorder that has not yet seen the sim's object-state
+# publisher when it creates the store, would spoil the first episode).
+DISCOVERY_SETTLE_S = 2.0
 
 
 class GraphError(ValueError):
@@ -74,7 +79,7 @@ class NodeSpec:
     are ROS 2 parameter YAML files applied after them (later wins). `respawn`: restart it when it
     dies (after `respawn_delay_s`). `finite`: the node finishes by itself (episode_driver) and its
     exit ends the graph with its exit code. `start_after`: (node name, text) pairs -- start this
-    node once each of those nodes has printed its text.
+    node once each of those nodes has printed its text, and `start_delay_s` later.
     """
 
     executable: str
@@ -87,6 +92,7 @@ class NodeSpec:
     respawn_delay_s: float = 2.0
     finite: bool = False
     start_after: tuple[tuple[str, str], ...] = ()
+    start_delay_s: float = 0.0
 
     @property
     def module(self) -> str:
@@ -500,6 +506,7 @@ def _episode_driver(ctx: GraphContext, nodes: list[NodeSpec]) -> NodeSpec:
         params["max_steps"] = int(ctx.values["max_steps"])
     names = {n.name for n in nodes}
     after = [(n, CONTROLLER_TICKING_LINE) for n in ("policy_node", "teleop_node") if n in names]
+    after += [(n, line) for n, line in READY_LINES.items() if n in names]
     if ctx.kind == "finetune" and ctx.values["initial_weights"] and ctx.flag("residual"):
         after.append(("policy_node", WEIGHTS_VALIDATED_LINE))  # no episode on the base alone by accident
     if "learner_node" in names:
@@ -509,7 +516,7 @@ def _episode_driver(ctx: GraphContext, nodes: list[NodeSpec]) -> NodeSpec:
     return NodeSpec(
         "episode_driver", "episode_driver", params,
         f"{params['episodes']} episodes (reset, record, run to success or max_steps, label), then stop",
-        finite=True, start_after=tuple(after),
+        finite=True, start_after=tuple(after), start_delay_s=DISCOVERY_SETTLE_S,
     )  # fmt: skip
 
 

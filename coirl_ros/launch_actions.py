@@ -7,7 +7,7 @@ stand-in for those two packages (test/test_graph.py says how).
 Behaviour matches `coirl launch` (coirl_ros/launcher.py): every launch argument declared with its
 description; nodes built from the argument values at launch time (OpaqueFunction); `respawn` nodes
 restarted; a `finite` node's exit, or any other node's, shuts the launch down with a reason;
-`start_after` nodes started when the named node prints the text.
+`start_after` nodes started `start_delay_s` after the named nodes printed their texts.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _graph_actions(context: Any, kind: GraphKind | None, sim: bool) -> list[Any]
 
 def node_actions(nodes: list[NodeSpec]) -> list[Any]:
     """launch_ros Node actions plus the event handlers for finite, dying and start_after nodes."""
-    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.actions import EmitEvent, RegisterEventHandler, TimerAction
     from launch.event_handlers import OnProcessExit, OnProcessIO
     from launch.events import Shutdown
 
@@ -78,7 +78,10 @@ def node_actions(nodes: list[NodeSpec]) -> list[Any]:
         if not spec.start_after:
             actions.append(action)
         else:
-            gate = _StartGate(action, len(spec.start_after))
+            delayed = action
+            if spec.start_delay_s > 0:
+                delayed = TimerAction(period=spec.start_delay_s, actions=[action])
+            gate = _StartGate(delayed, len(spec.start_after))
             for index, (other, text) in enumerate(spec.start_after):
                 on_output = gate.callback(index, text)
                 actions.append(

@@ -9,14 +9,17 @@ What `ros2 launch` would do with the same `NodeSpec`s, with plain subprocesses (
   the launcher itself dies;
 - its output (stdout and stderr) is streamed line by line with a `[name]` prefix, and kept in
   `<log_dir>/<name>.log`;
-- `start_after` nodes start once the named node printed the text; `respawn` nodes are restarted
-  when they die (not after exit code 2, a configuration error); a `finite` node's exit ends the graph
-  with its exit code; any other node that exits ends the graph with a message saying which and how;
+- `start_after` nodes start `start_delay_s` after the named nodes printed their texts; `respawn`
+  nodes are restarted when they die (not after exit code 2, a configuration error); a `finite` node's
+  exit ends the graph with its exit code; any other node that exits ends the graph with a message
+  saying which and how;
 - shutdown (Ctrl-C, SIGTERM, `stop()`, or one of the above): SIGINT to every node at once, SIGTERM
   after `sigint_timeout_s`, SIGKILL 5 s later; a second Ctrl-C skips to SIGTERM, a third to SIGKILL.
 
-`launch_environment()` keeps DDS on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a
-ROS_DOMAIN_ID (from the process id) where the caller's environment does not set them.
+`launch_environment()` keeps DDS on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and, where
+the caller's environment sets none, a ROS_DOMAIN_ID that no other graph on this machine is using (two
+graphs on one domain hear each other's /clock and topics: a demo and a test run at the same time
+corrupted each other that way).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,11 +52,37 @@ def launch_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     and headless MuJoCo rendering, each only where unset."""
     env = dict(os.environ if base is None else base)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    # 1-101 only: higher ids put DDS ports into Linux's ephemeral range.
-    env.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
+    if "ROS_DOMAIN_ID" not in env:
+        env["ROS_DOMAIN_ID"] = str(free_domain_id())
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("MUJOCO_GL", "egl")
     return env
+
+
+def domain_in_use(domain: int) -> bool:
+    """Whether some DDS participant holds `domain`'s first unicast discovery port (RTPS: 7400 + 250 *
+    domain + 10, taken by the first participant on the machine, Fast DDS and Cyclone alike)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", 7400 + 250 * domain + 10))
+        except OSError:
+            return True
+    return False
+
+
+def free_domain_id(first: int = 51, last: int = 101) -> int:
+    """A domain id in [first, last] nobody on this machine uses, starting at one derived from the pid.
+
+    51-101: the tests take 1-50 (test/conftest.py) and ids above 101 put DDS ports into Linux's
+    ephemeral range. Falls back to the pid-derived id when every one is taken.
+    """
+    span = last - first + 1
+    start = os.getpid() % span
+    for k in range(span):
+        domain = first + (start + k) % span
+        if not domain_in_use(domain):
+            return domain
+    return first + start
 
 
 def _die_with_parent() -> None:
@@ -115,6 +145,7 @@ class Launcher:
         self._state = threading.Condition()
         self._pending = [n for n in self.nodes if n.start_after]
         self._respawn_at: dict[str, float] = {}
+        self._due_at: dict[str, float] = {}  # start_after nodes whose conditions are met: start time
         self._stop_requested: str | None = None
         self._interrupts = 0
         self._done = threading.Event()
@@ -217,11 +248,14 @@ class Launcher:
             self._done.set()
 
     def _start_due(self) -> None:
+        now = time.monotonic()
         for spec in list(self._pending):
-            if all(self._printed(other, text) for other, text in spec.start_after):
+            if spec.name not in self._due_at:
+                if all(self._printed(other, text) for other, text in spec.start_after):
+                    self._due_at[spec.name] = now + spec.start_delay_s
+            elif now >= self._due_at[spec.name]:
                 self._pending.remove(spec)
                 self._spawn(spec)
-        now = time.monotonic()
         for name, when in list(self._respawn_at.items()):
             if now >= when:
                 del self._respawn_at[name]

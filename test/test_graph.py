@@ -255,6 +255,7 @@ def _stub_launch_modules() -> dict[str, types.ModuleType]:
             OpaqueFunction=_Action,
             EmitEvent=_Action,
             RegisterEventHandler=_Action,
+            TimerAction=_Action,
         ),
         "launch.substitutions": module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration),
         "launch.event_handlers": module("launch.event_handlers", OnProcessExit=_Action, OnProcessIO=_Action),
@@ -321,7 +322,9 @@ def test_launch_files_turn_the_graph_into_launch_ros_actions(name: str, stub_lau
             texts = [t for s in specs.values() for _, t in s.start_after]
             outputs = [types.SimpleNamespace(text=f"[INFO] {t}".encode()) for t in texts]
             assert all(cb(ev) is None for cb, ev in zip(delayed[:-1], outputs[:-1], strict=True))
-            (driver,) = delayed[-1](outputs[-1])
+            (timer,) = delayed[-1](outputs[-1])  # then a settling delay for DDS discovery
+            (driver,) = timer.kwargs["actions"]
+            assert timer.kwargs["period"] == specs["episode_driver"].start_delay_s > 0
             assert driver.kwargs["name"] == "episode_driver" and delayed[-1](outputs[-1]) is None
 
 
