@@ -92,11 +92,26 @@ def store(tmp_path: Path) -> EpisodeStore:
 _domain_ids = itertools.count(os.getpid() % 50)
 
 
-@pytest.fixture
-def ros_env() -> dict[str, str]:
-    """Environment for child processes running ROS nodes: loopback-only DDS, a fresh domain id."""
+def fresh_ros_env() -> dict[str, str]:
+    """Environment for child processes running ROS nodes: loopback-only DDS, a domain id of their own.
+
+    Skips ids some DDS participant on this machine already holds (a demo, another test run, a node a
+    failed test left behind), so a test never discovers a stranger's graph.
+    """
+    from coirl_ros.launcher import domain_in_use
+
+    domain = next(_domain_ids) % 50 + 1
+    for _ in range(50):
+        if not domain_in_use(domain):
+            break
+        domain = next(_domain_ids) % 50 + 1
     env = dict(os.environ)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 50 + 1)
+    env["ROS_DOMAIN_ID"] = str(domain)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def ros_env() -> dict[str, str]:
+    return fresh_ros_env()

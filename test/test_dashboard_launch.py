@@ -3,7 +3,6 @@ printing its URL."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import _domain_ids
+from conftest import fresh_ros_env
 
 from coirl_ros.graph import GraphError, build_graph
 
@@ -78,8 +77,7 @@ def test_coirl_launch_dry_run_lists_the_dashboard() -> None:
 @pytest.mark.slow
 @pytest.mark.ros
 def test_coirl_launch_prints_the_dashboard_url_and_the_page_sees_the_graph(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env |= {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(next(_domain_ids) % 50 + 1)}
+    env = fresh_ros_env()
     args = [
         *COIRL, "launch", "record", "--sim", "robot_config:=robot_sim_state.yaml", "episodes:=0",
         f"store:={tmp_path / 'episodes.zarr'}", "dashboard_port:=0", "--log-dir", str(tmp_path / "logs"),

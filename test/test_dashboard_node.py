@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import _domain_ids
+from conftest import fresh_ros_env
 from ros_probe import NodeProcess, RosProbe, robot_config_file, stop_all
 from std_msgs.msg import Float64MultiArray
 
@@ -65,9 +65,7 @@ class SimGraph:
     """The running graph, the dashboard's URL and token, and a probe on the command and step topics."""
 
     def __init__(self, root: Path) -> None:
-        env = dict(os.environ)
-        env |= {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-        env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 50 + 1)
+        env = fresh_ros_env() | {"OMP_NUM_THREADS": "1"}
         self.store = root / "episodes.zarr"
         torch.manual_seed(0)
         state_dim = ROBOT.state_dim

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import _domain_ids, record_reach
+from conftest import fresh_ros_env, record_reach
 from ros_probe import NodeProcess, RosProbe
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import SetBool
@@ -112,7 +112,7 @@ def test_publishes_weights_and_resumes_after_sigkill(setup: dict[str, Path], ros
 
     # The restarted learner gets a ROS domain of its own: DDS lists a killed node's services until its
     # lease ends, and a request to the restarted one could go to that ghost alone.
-    again_env = {**ros_env, "ROS_DOMAIN_ID": str(next(_domain_ids) % 50 + 1)}
+    again_env = fresh_ros_env()
     with RosProbe(again_env) as probe:
         probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
         probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)

@@ -8,7 +8,6 @@ snapshots of a real `Learner`), and listens to what the node commands and report
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
-from conftest import _domain_ids
+from conftest import fresh_ros_env
 from ros_probe import NodeProcess, RosProbe
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import SetBool
@@ -181,11 +180,7 @@ def node_log_on_failure(graph: tuple[Graph, NodeProcess]) -> Iterator[None]:
 
 def _module_ros_env() -> dict[str, str]:
     """conftest's `ros_env`, for a node shared by the module's tests."""
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 50 + 1)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return fresh_ros_env()
 
 
 PUBLISHED: dict[str, object] = {}  # what the swap test published, for the rejection test to replay

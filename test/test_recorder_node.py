@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from conftest import _domain_ids
+from conftest import fresh_ros_env
 from ros_probe import NodeProcess, RosProbe, robot_config_file
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -260,7 +260,7 @@ def test_sigkill_mid_episode_keeps_committed_episodes(ros_env: dict[str, str], t
 
     # The restarted recorder gets a ROS domain of its own: DDS lists a killed node's services until its
     # lease ends, and a request to the restarted one could go to that ghost alone.
-    again_env = {**ros_env, "ROS_DOMAIN_ID": str(next(_domain_ids) % 50 + 1)}
+    again_env = fresh_ros_env()
     with (
         NodeProcess("recorder_node", again_env, params | {"env_state_dim": 3}) as again,  # configured
         RosProbe(again_env) as probe,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
-from conftest import _domain_ids
+from conftest import fresh_ros_env
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from ros_probe import RosProbe
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
@@ -65,14 +64,6 @@ DEEP_LATCHED = QoSProfile(
 )
 
 
-def module_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 50 + 1)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`coirl launch record --sim`: two scripted demonstrations through teleop_node into a store."""
@@ -93,7 +84,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "real_time_factor:=2",
         "dashboard:=false",  # tested on its own (test_dashboard_launch.py); the graph here is the subject
     ]
-    out = subprocess.run(command, env=module_env(), cwd=root, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(command, env=fresh_ros_env(), cwd=root, capture_output=True, text=True, timeout=180)
     return {"root": root, "store": store, "returncode": out.returncode, "output": out.stdout + out.stderr}
 
 
@@ -155,7 +146,7 @@ def finetune(recorded: dict) -> Iterator[dict]:
             "dashboard": "false",
         },
     )
-    env = module_env()
+    env = fresh_ros_env()
     launcher = Launcher(nodes, env=env, log_dir=root / "finetune", stream=None)
     with RosProbe(env) as probe:
         probe.subscribe(Float64MultiArray, STEP_TOPIC, DEEP)
