@@ -41,6 +41,7 @@ from typing import IO, Any
 import yaml
 
 from coirl_ros.graph import NodeSpec, ros_parameters
+from coirl_ros.scheduling import is_real_time, reset_to_default_policy
 
 CONFIG_ERROR_EXIT = 2  # run_node's exit code for a configuration error: restarting cannot help
 INTERRUPTED_EXIT = 130
@@ -85,10 +86,15 @@ def free_domain_id(first: int = 51, last: int = 101) -> int:
     return first + start
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the launcher dies (a killed launcher leaves no orphans)."""
+def _prepare_child() -> None:
+    """In the child before exec: SIGTERM when the launcher dies (a killed launcher leaves no orphans),
+    and the default scheduling policy (nodes are plain Python; at an inherited real-time priority a
+    node waiting in a busy loop starves the machine, scheduling.py)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if is_real_time():
+        with contextlib.suppress(OSError):
+            reset_to_default_policy()
 
 
 def describe_exit(code: int) -> str:
@@ -202,7 +208,7 @@ class Launcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_prepare_child,
         )
         node = RunningNode(spec, proc, log)
         node.reader = threading.Thread(target=self._read, args=(node,), name=f"out-{spec.name}", daemon=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 # Before anything imports mujoco: headless offscreen rendering (the Makefile sets it too).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -76,6 +76,19 @@ def record_reach(
                     break
                 s = (s + 0.1 * a / scale).astype(np.float32)
             writer.save_episode(success=done)
+
+
+@pytest.fixture(autouse=True)
+def _scheduling_policy_unchanged() -> Iterator[None]:
+    """A test that leaves pytest at another scheduling policy errors (and the policy is put back):
+    every process started later inherits it, and nodes at real-time priority 99 once froze a CI run
+    (coirl_ros/scheduling.py)."""
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    yield
+    after = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    if after != before:
+        os.sched_setscheduler(0, before[0], os.sched_param(before[1]))
+        pytest.fail(f"the test changed this process's scheduling (policy, priority) {before} -> {after}")
 
 
 @pytest.fixture

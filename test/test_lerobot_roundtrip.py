@@ -235,7 +235,10 @@ def test_video_round_trip_is_close(tmp_path: Path) -> None:
                 }
             )
         writer.save_episode(success=True)
+    policy = os.sched_getscheduler(0)
     export_to_lerobot(store, tmp_path / "ds", use_videos=True, progress=False)
+    # As root, SVT-AV1 moves the encoding thread to SCHED_FIFO 99; the export puts it back.
+    assert os.sched_getscheduler(0) == policy
     assert list((tmp_path / "ds" / "videos").rglob("*.mp4"))
     report = import_from_lerobot(tmp_path / "ds", tmp_path / "back.zarr", progress=False)
     back = EpisodeStore.open(tmp_path / "back.zarr").read_episode(report.imported[0][1])

@@ -34,6 +34,7 @@ from coirl_ros.constants import (
 )
 from coirl_ros.data.episode_spec import EpisodeSpec, FrameError
 from coirl_ros.data.episode_store import CorruptEpisodeError, EpisodeStore, StoreError
+from coirl_ros.scheduling import preserved_scheduling
 
 LR_REWARD = "next.reward"
 LR_DONE = "next.done"
@@ -139,43 +140,45 @@ def export_to_lerobot(
         use_videos=use_videos,
         video_backend=VIDEO_BACKEND,
     )
-    try:
-        wanted = sorted(existing) if episodes is None else episodes
-        for index in tqdm(wanted, "export", unit="ep", disable=not progress):
-            if index not in existing:
-                report.skipped.append((index, "no such episode"))
-                continue
-            try:  # read whole before adding frames, so a bad chunk never leaves half an episode
-                ep = store.read_episode(index)
-            except CorruptEpisodeError as err:
-                report.skipped.append((index, err.reason))
-                continue
-            except StoreError as err:  # deleted by another process since listing
-                report.skipped.append((index, str(err)))
-                continue
-            arrays = [k for k in store.spec.arrays() if k not in (REWARD, DONE, TIMESTAMP)]
-            for t in range(ep.meta.num_frames):
-                frame: dict[str, Any] = {k: ep.data[k][t] for k in arrays}
-                frame[LR_REWARD], frame[LR_DONE] = ep.data[REWARD][t : t + 1], ep.data[DONE][t : t + 1]
-                frame["task"] = ep.meta.task
-                ds.add_frame(frame)
-            with SuppressProgressBars():  # datasets' per-episode "Map" bars would drown our own
-                ds.save_episode()
-            attrs = ep.meta.to_attrs()
-            entries.append({"lerobot_index": report.episodes, "coirl_index": index})
-            entries[-1].update({k: attrs[k] for k in SIDECAR_ATTRS})
-            report.exported.append((index, report.episodes))
-            report.episodes += 1
-            report.frames += ep.meta.num_frames
-        ds.finalize()  # writes the parquet footers: without it the files are unreadable
-        if report.episodes == 0:
-            raise LeRobotIOError(f"{store.root}: no episode to export (skipped: {report.skipped})")
-    except BaseException:
-        # We created root (it did not exist): remove the partial dataset so a retry can use the path.
-        with contextlib.suppress(Exception):
-            ds.finalize()
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    # Video encoding (SVT-AV1) would leave this process at real-time priority 99 (scheduling.py).
+    with preserved_scheduling():
+        try:
+            wanted = sorted(existing) if episodes is None else episodes
+            for index in tqdm(wanted, "export", unit="ep", disable=not progress):
+                if index not in existing:
+                    report.skipped.append((index, "no such episode"))
+                    continue
+                try:  # read whole before adding frames, so a bad chunk never leaves half an episode
+                    ep = store.read_episode(index)
+                except CorruptEpisodeError as err:
+                    report.skipped.append((index, err.reason))
+                    continue
+                except StoreError as err:  # deleted by another process since listing
+                    report.skipped.append((index, str(err)))
+                    continue
+                arrays = [k for k in store.spec.arrays() if k not in (REWARD, DONE, TIMESTAMP)]
+                for t in range(ep.meta.num_frames):
+                    frame: dict[str, Any] = {k: ep.data[k][t] for k in arrays}
+                    frame[LR_REWARD], frame[LR_DONE] = ep.data[REWARD][t : t + 1], ep.data[DONE][t : t + 1]
+                    frame["task"] = ep.meta.task
+                    ds.add_frame(frame)
+                with SuppressProgressBars():  # datasets' per-episode "Map" bars would drown our own
+                    ds.save_episode()
+                attrs = ep.meta.to_attrs()
+                entries.append({"lerobot_index": report.episodes, "coirl_index": index})
+                entries[-1].update({k: attrs[k] for k in SIDECAR_ATTRS})
+                report.exported.append((index, report.episodes))
+                report.episodes += 1
+                report.frames += ep.meta.num_frames
+            ds.finalize()  # writes the parquet footers: without it the files are unreadable
+            if report.episodes == 0:
+                raise LeRobotIOError(f"{store.root}: no episode to export (skipped: {report.skipped})")
+        except BaseException:
+            # We created root (it did not exist): remove the partial dataset so a retry can use the path.
+            with contextlib.suppress(Exception):
+                ds.finalize()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
     sidecar = {"format": SIDECAR_FORMAT, "version": 1, "store": str(store.root), "episodes": entries}
     (root / SIDECAR).write_text(json.dumps(sidecar, indent=1))
     return report
