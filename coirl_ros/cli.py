@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--task-config", default="task_lift.yaml", help="task YAML (default: lift)")
-    p.add_argument("--demos", type=int, default=20, help="scripted demonstrations recorded through teleop")
+    p.add_argument("--demos", type=int, default=10, help="scripted demonstrations recorded through teleop")
     p.add_argument("--eval-episodes", type=int, default=30, help="deterministic episodes per evaluation")
     p.add_argument("--train-episodes", type=int, default=20, help="exploring episodes (learner training)")
     p.add_argument("--base-steps", type=int, default=3000, help="training steps of the local BC base")

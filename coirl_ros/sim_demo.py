@@ -1,6 +1,6 @@
 """`make demo` / `coirl demo`: the whole loop in MuJoCo, through the node graph, in minutes on a CPU.
 
-Five phases, each a graph from coirl_ros/graph.py started by coirl_ros/launcher.py (as `coirl
+Six phases, each a graph from coirl_ros/graph.py started by coirl_ros/launcher.py (as `coirl
 launch` does), except the base training, which is a function call:
 
 1. record    teleop_node's scripted source drives the sim; recorder_node writes the demonstrations
@@ -9,8 +9,11 @@ launch` does), except the base training, which is a function call:
 3. eval base policy_node with the base alone, deterministic, on fixed evaluation seeds.
 4. finetune  policy_node (base + residual, exploring at a temperature) + learner_node (CSIL, CPU-sized
              `config/learner_sim.yaml`): the learner pretrains on the demos, publishes weights, the
-             policy swaps them in, rollouts are recorded and trained on.
-5. eval      policy_node with the learner's final weights (a snapshot exported from its
+             policy swaps them in, rollouts are recorded and trained on. Every published version
+             is kept on disk (learner_node `keep_snapshots`).
+5. eval      policy_node with the residual's start: the learner's first published version (π_BC
+             after pretraining, before any online update), deterministic, on the same seeds as 3.
+6. eval      policy_node with the learner's final weights (a snapshot exported from its
              checkpoint), deterministic, on the same seeds as 3.
 
 Writes under `out` (default runs/demo): results.csv (one row per evaluation), training.csv (one row
@@ -46,7 +49,7 @@ class DemoConfig:
 
     out: Path = Path("runs/demo")
     task_config: str = "task_lift.yaml"
-    demos: int = 20
+    demos: int = 10
     eval_episodes: int = 30
     train_episodes: int = 20
     base_steps: int = 3000
@@ -121,7 +124,7 @@ class Demo:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         started = time.monotonic()
-        self.phase(f"1/5 record {cfg.demos} demonstrations: scripted expert -> teleop_node -> recorder_node")
+        self.phase(f"1/6 record {cfg.demos} demonstrations: scripted expert -> teleop_node -> recorder_node")
         self.graph(
             "1_record",
             "record",
@@ -133,12 +136,12 @@ class Demo:
         if not used:
             raise DemoError("no successful demonstration was recorded; see logs/1_record")
 
-        self.phase(f"2/5 train the local BC base ({cfg.base_steps} steps)")
+        self.phase(f"2/6 train the local BC base ({cfg.base_steps} steps)")
         start = time.monotonic()
         self._train_base()
         self.timings["2_base"] = round(time.monotonic() - start, 1)
 
-        self.phase(f"3/5 evaluate the base alone: {cfg.eval_episodes} deterministic episodes")
+        self.phase(f"3/6 evaluate the base alone: {cfg.eval_episodes} deterministic episodes")
         eval_args = {
             "episodes": cfg.eval_episodes,
             "seed": cfg.eval_seed,
@@ -152,15 +155,14 @@ class Demo:
         )
 
         self.phase(
-            f"4/5 fine-tune: policy_node + learner_node (CSIL), {cfg.train_episodes} exploring episodes"
+            f"4/6 fine-tune: policy_node + learner_node (CSIL), {cfg.train_episodes} exploring episodes"
             f" (temperature {cfg.explore_temperature}); the learner pretrains first"
             f" (BC {cfg.bc_steps} + critic {cfg.critic_pretrain_steps} steps, a few minutes)"
         )
         learner_file = self._learner_config()
         params = self.out / "learner_params.yaml"
-        params.write_text(
-            yaml.safe_dump({"learner_node": {"ros__parameters": {"torch_threads": cfg.learner_threads}}})
-        )
+        node_params = {"torch_threads": cfg.learner_threads, "keep_snapshots": True}
+        params.write_text(yaml.safe_dump({"learner_node": {"ros__parameters": node_params}}))
         checkpoint = self.out / "learner" / "learner.pt"
         self.graph(
             "4_finetune",
@@ -179,12 +181,30 @@ class Demo:
             },
         )
 
-        self.phase(f"5/5 evaluate the fine-tuned residual: {cfg.eval_episodes} deterministic episodes")
+        start_weights = checkpoint.parent / "snapshots" / "v1.weights"
+        if not start_weights.is_file():
+            raise DemoError(f"the learner kept no first version at {start_weights}; see logs/4_finetune")
+        self.phase(
+            f"5/6 evaluate the residual's start (v1: pi_BC, before online updates): {cfg.eval_episodes}"
+            " deterministic episodes"
+        )
+        self.graph(
+            "5_eval_start",
+            "finetune",
+            {
+                **eval_args,
+                "learner": False,
+                "learner_config": learner_file,
+                "initial_weights": start_weights,
+                "record_store": self.out / "eval_start.zarr",
+            },
+        )
+        self.phase(f"6/6 evaluate the fine-tuned residual: {cfg.eval_episodes} deterministic episodes")
         weights, learner_state = export_weights(
             learner_file, self.store, checkpoint, self._policy(), self.out / "finetuned.weights"
         )
         self.graph(
-            "5_eval_finetuned",
+            "6_eval_finetuned",
             "finetune",
             {
                 **eval_args,
@@ -232,16 +252,20 @@ class Demo:
     def _report(self, demos: list[dict], learner_state: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config
         base = outcomes(self.out / "eval_base.zarr")
+        start = outcomes(self.out / "eval_start.zarr")
         tuned = outcomes(self.out / "eval_finetuned.zarr")
         rows = [
             evaluation_row("base", "base only", 0, 0, base, self.timings["3_eval_base"]),
             evaluation_row(
+                "start", "base + residual start (pi_BC)", 1, 0, start, self.timings["5_eval_start"]
+            ),
+            evaluation_row(
                 "finetuned",
-                "base + residual",
+                "base + fine-tuned residual",
                 learner_state["version"],
                 learner_state["updates"],
                 tuned,
-                self.timings["5_eval_finetuned"],
+                self.timings["6_eval_finetuned"],
             ),
         ]
         write_rows(self.out / "results.csv", rows)
@@ -360,20 +384,21 @@ def export_weights(
 
 
 def plot(evaluations: list[dict], training: list[dict], png: Path) -> Path:
-    """Left: success of base and fine-tuned (95% intervals, k/n); right: the training rollouts."""
+    """Left: success of base, residual start and fine-tuned (95% intervals, k/n); right: the training
+    rollouts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.6]})
-    names = ["base alone", "base + fine-tuned\nresidual"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1.2, 1.5]})
+    names = ["base\nalone", "+ residual\nstart (π_BC)", "+ fine-tuned\nresidual"]
     rates = [r["success_rate"] for r in evaluations]
     errors = np.array(
         [[r["success_rate"] - r["ci95_low"], r["ci95_high"] - r["success_rate"]] for r in evaluations]
     ).T
-    bars = left.bar(names, rates, yerr=errors, capsize=6, color=["#999999", "#2a7ab9"])
+    bars = left.bar(names, rates, yerr=errors, capsize=6, color=["#999999", "#7fb2d9", "#2a7ab9"])
     for bar, row in zip(bars, evaluations, strict=True):
         left.text(
             bar.get_x() + bar.get_width() / 2,
@@ -409,13 +434,23 @@ def plot(evaluations: list[dict], training: list[dict], png: Path) -> Path:
     return png
 
 
+def compare(row: dict[str, Any], reference: dict[str, Any], name: str) -> str:
+    """'better than <name> by N points' / 'worse ...' / 'equal to <name>', and whether that is significant."""
+    change = row["success_rate"] - reference["success_rate"]
+    overlap = row["ci95_low"] <= reference["ci95_high"] and reference["ci95_low"] <= row["ci95_high"]
+    verdict = "better than" if change > 0 else "worse than" if change < 0 else "equal to"
+    by = f" by {abs(change) * 100:.0f} points" if change else ""
+    note = "the 95% intervals overlap: not a significant difference" if overlap else "significant at 95%"
+    return f"{verdict} {name}{by} ({note})"
+
+
 def print_summary(report: dict[str, Any], png: Path) -> None:
-    base, tuned = report["evaluation"]
+    base, start, tuned = report["evaluation"]
     learner = report["learner"]
     print("\n==== results (lift in sim, through the node graph)")
     print("| policy | episodes | successes | success rate | 95% interval |")
     print("|---|---:|---:|---:|---|")
-    for row in (base, tuned):
+    for row in (base, start, tuned):
         print(
             f"| {row['policy']} | {row['episodes']} | {row['successes']} | {row['success_rate']:.0%} |"
             f" {row['ci95_low']:.0%}-{row['ci95_high']:.0%} |"
@@ -428,17 +463,9 @@ def print_summary(report: dict[str, Any], png: Path) -> None:
         f" CSIL updates on {learner['env_steps']} env steps ({training['episodes']} exploring rollouts,"
         f" {training['successes']} successful)."
     )
-    change = tuned["success_rate"] - base["success_rate"]
-    overlap = tuned["ci95_low"] <= base["ci95_high"] and base["ci95_low"] <= tuned["ci95_high"]
-    verdict = "better than" if change > 0 else "worse than" if change < 0 else "equal to"
-    print(
-        f"The fine-tuned residual is {verdict} the base by {abs(change):.0%}"
-        f"{' (the 95% intervals overlap: not a significant difference)' if overlap else ''}."
-        " In the in-process benchmark (`coirl bench learn`) the improvement comes from the residual's BC"
-        " start, and online CSIL holds that level without climbing within a CPU demo's budget; through the"
-        " graph, demonstrations recorded by teleop_node pair some actions with a state one step older or"
-        " newer than the others (README, Running the node graph), which costs the residual most."
-    )
+    print(f"The residual's start (pi_BC) is {compare(start, base, 'the base alone')}.")
+    print(f"The fine-tuned residual is {compare(tuned, base, 'the base alone')},")
+    print(f"  and {compare(tuned, start, 'its start')}.")
     seconds = report["seconds"]
     print(f"wall time {seconds['total'] / 60:.1f} min; phases {json.dumps(seconds)}")
     print(

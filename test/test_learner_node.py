@@ -18,7 +18,7 @@ from std_srvs.srv import SetBool
 from coirl_ros.configs import LearnerConfig
 from coirl_ros.configs.learner import BCConfig, CriticConfig
 from coirl_ros.data import EpisodeSpec, EpisodeStore
-from coirl_ros.learning.weight_snapshot import WeightSnapshot
+from coirl_ros.learning.weight_snapshot import WeightSnapshot, read_snapshot
 from coirl_ros.nodes.control_messages import weights_payload
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
@@ -68,6 +68,7 @@ def start(setup: dict[str, Path], env: dict[str, str]) -> NodeProcess:
             "checkpoint": setup["checkpoint"],
             "metrics_period_s": 0.2,
             "updates_per_slice": 20,
+            "keep_snapshots": True,
         },
     )
 
@@ -106,6 +107,10 @@ def test_publishes_weights_and_resumes_after_sigkill(setup: dict[str, Path], ros
         assert before[0].updates == 0 and before[-1].updates >= 40  # pretrained, then online updates
         run_id = before[0].run_id
         assert "pretrained in" in log and all(s.run_id == run_id for s in before)
+        for snap in before:  # keep_snapshots: each published version is on disk
+            kept = read_snapshot(setup["checkpoint"].parent / "snapshots" / f"v{snap.version}.weights")
+            assert (kept.version, kept.run_id, kept.updates) == (snap.version, snap.run_id, snap.updates)
+            assert all(torch.equal(kept.tensors[k], t) for k, t in snap.tensors.items())
         saved = checkpoint_updates(setup["checkpoint"])
         assert saved >= 40
         bc_steps = metrics(probe)[-1]["bc_steps"]

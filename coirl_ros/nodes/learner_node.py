@@ -11,7 +11,8 @@ Wraps `coirl_ros.learning.learner.Learner` exactly as its docstring describes, o
   checkpoint, so a learner resumed after a crash publishes newer versions than anything the robot runs;
 - metrics: JSON on /coirl/learner/metrics (phase, counters, losses, updates/s, what it waits for);
 - /learner/pause (SetBool): pause training (the policy keeps running on its last weights);
-- killed at any point, it resumes from its last checkpoint; on a clean shutdown it checkpoints first.
+- killed at any point, it resumes from its last checkpoint; on a clean shutdown it checkpoints first;
+- `keep_snapshots`: every published version also as a file, to go back to (policy_node's initial_weights).
 
 Demonstrations recorded without the base (teleop) get its proposals filled in as they load
 (`control.demo_base`), when `policy.base.checkpoint` names a base. CPU use is bounded by
@@ -39,6 +40,7 @@ from coirl_ros.control.demo_base import demo_base_filler
 from coirl_ros.data import EpisodeStore, StoreError
 from coirl_ros.data.episode_store import Episode
 from coirl_ros.learning.learner import Learner, LearnerError
+from coirl_ros.learning.weight_snapshot import write_snapshot
 from coirl_ros.nodes.control_messages import json_message, weights_message
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
@@ -86,6 +88,10 @@ class LearnerNode(Node):
             "updates_per_slice": 50,  # updates between checks for pause/shutdown and new episodes
             "fill_demo_base": True,  # teleop demos: fill in the base's proposals when they load
             "metrics_period_s": 2.0,
+            # Also write every published snapshot to <checkpoint dir>/snapshots/v<version>.weights: an
+            # operator can go back to any version the robot ran (policy_node's initial_weights), e.g. to
+            # the coherent BC start (v1) if fine-tuning made things worse. ~2 MB per version.
+            "keep_snapshots": False,
         }.items()}  # fmt: skip
         if p["torch_threads"] < 1 or p["updates_per_slice"] < 1 or p["poll_period_s"] <= 0:
             raise ConfigError("learner_node: torch_threads, updates_per_slice >= 1 and poll_period_s > 0")
@@ -97,6 +103,7 @@ class LearnerNode(Node):
         self.poll_period = float(p["poll_period_s"])
         self.slice = int(p["updates_per_slice"])
         self.fill_demo_base = bool(p["fill_demo_base"])
+        self.snapshot_dir = self.checkpoint.parent / "snapshots" if p["keep_snapshots"] else None
         residual = self.policy.residual
         self.composition = residual.composition if residual else "residual"
         self.scale = residual.scale if residual else 0.1
@@ -139,6 +146,10 @@ class LearnerNode(Node):
         except _Stop:
             pass
         except Exception as err:  # the node stays up and says why on the metrics topic
+            if self._shutting_down():
+                # A publish raced the shutdown (Ctrl-C shuts rclpy's context down before close() runs):
+                # nothing is lost, close() checkpoints what was learned.
+                return
             self.get_logger().error(f"learner stopped: {type(err).__name__}: {err}")
             self._set(status="error", error=f"{type(err).__name__}: {err}")
 
@@ -246,6 +257,9 @@ class LearnerNode(Node):
     def _publish_snapshot(self) -> None:
         assert self.learner is not None
         snap = self.learner.snapshot()
+        if self.snapshot_dir is not None:  # before publishing: a version the robot may run is on disk
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            write_snapshot(self.snapshot_dir / f"v{snap.version}.weights", snap)
         self.pub_weights.publish(weights_message(snap.to_bytes()))
         self._last_publish = snap.updates
         _write_json_atomic(self.published_file, {"run_id": snap.run_id, "version": snap.version})
@@ -265,8 +279,11 @@ class LearnerNode(Node):
         except (OSError, ValueError):
             return {}
 
+    def _shutting_down(self) -> bool:
+        return self._stop.is_set() or not self.context.ok()
+
     def _check_stop(self) -> None:
-        if self._stop.is_set():
+        if self._shutting_down():
             raise _Stop
 
     # ---- ROS side ------------------------------------------------------------------------------
