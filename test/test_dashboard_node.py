@@ -205,12 +205,14 @@ def browser() -> Iterator[Any]:
 
 
 def test_dashboard_in_a_browser(sim_graph: SimGraph, browser: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     g = sim_graph
-    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+    # Live updates replace elements while a condition reads them: a stale one is read again.
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
 
     def click(element_id: str) -> None:
         wait.until(ec.element_to_be_clickable((By.ID, element_id))).click()
@@ -236,15 +238,16 @@ def test_dashboard_in_a_browser(sim_graph: SimGraph, browser: Any) -> None:
         wait.until(lambda _: "stop episode (failure):" in message())
     store = EpisodeStore.open(g.store)
     labelled = [m for m in store.list_episodes() if m.source == "policy" and m.success is not None]
-    wait.until(
-        lambda _: (
-            browser.find_element(By.ID, "success-curve").get_attribute("data-points") == str(len(labelled))
-        )
+    # The page redraws the curve on every event: read it in one script, so all parts are of one drawing.
+    read_curve = """
+        const c = document.getElementById('success-curve'), p = c.querySelector('path.series');
+        return {points: c.getAttribute('data-points'), d: p && p.getAttribute('d'),
+                fails: c.querySelectorAll('circle.fail').length};"""
+    curve = wait.until(
+        lambda _: (c := browser.execute_script(read_curve))["points"] == str(len(labelled)) and c["d"] and c
     )
-    curve = browser.find_element(By.ID, "success-curve")
-    path = curve.find_element(By.CSS_SELECTOR, "path.series").get_attribute("d")
-    assert path.startswith("M") and path.count("L") == len(labelled) - 1
-    assert len(curve.find_elements(By.CSS_SELECTOR, "circle.fail")) >= 2
+    assert curve["d"].startswith("M") and curve["d"].count("L") == len(labelled) - 1
+    assert curve["fails"] >= 2
 
     # "Mark last episode success": the newest episode is relabelled in the store.
     last = store.episode_indices()[-1]
