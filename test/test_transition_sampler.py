@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_frame, record
 
-from coirl_ros.constants import ACTION, DONE, NEXT, OBS_ENV_STATE, OBS_STATE, image_key
+from coirl_ros.constants import ACTION, DONE, NEXT, OBS_ENV_STATE, OBS_STATE, REWARD, image_key
 from coirl_ros.data import EpisodeSpec, EpisodeStore, FrameError, StoreError
 from coirl_ros.data.transition_sampler import TransitionSampler
 
@@ -142,3 +142,43 @@ def test_environment_state_is_sampled_with_its_successor(tmp_path: Path) -> None
     batch = sampler.sample(64, np.random.default_rng(0))
     np.testing.assert_array_equal(batch[OBS_ENV_STATE][:, 0], batch["frame_index"])
     np.testing.assert_array_equal(batch[NEXT + OBS_ENV_STATE][:, 0], batch["frame_index"] + 1)
+
+
+def test_a_corrected_label_reaches_the_reward_and_the_subsets_on_the_next_refresh(tmp_path: Path) -> None:
+    """The operator stopped one rollout as a success and one as a failure, then corrected both (the
+    dashboard's "mark success/failure" relabels a committed episode)."""
+    store = EpisodeStore.create(tmp_path / "episodes.zarr", EpisodeSpec(state_dim=2, action_dim=2, fps=20.0))
+    with store.writer() as writer:
+        for success in (True, False):  # what /recorder/stop(success) writes
+            writer.begin_episode("lift", "policy")
+            for t in range(5):
+                last = t == 4
+                frame = {OBS_STATE: np.full(2, t, np.float32), ACTION: np.zeros(2, np.float32)}
+                writer.add_frame(frame | {REWARD: float(last and success), DONE: last and success})
+            writer.save_episode(success=success)
+    sampler = TransitionSampler(store, follow_labels=True, successes_as_demos=True)
+    assert sampler.refresh() == 2
+    assert sampler.num_transitions() == 4 + 1 + 4 and sampler.num_transitions("demo") == 5
+
+    store.relabel(0, False)
+    store.relabel(1, True)
+    assert sampler.refresh() == 2  # both reloaded (as after a delete: rebuilt, not patched)
+    assert sampler.num_transitions() == 4 + 4 + 1 and sampler.num_transitions("demo") == 5
+    batch = sampler.sample(256, np.random.default_rng(0))
+    terminal = batch["frame_index"] == 4
+    assert set(batch["episode_index"][terminal]) == {1}  # only the episode now labelled a success
+    assert (batch[REWARD][terminal] == 1).all() and (batch[REWARD][~terminal] == 0).all()
+    assert batch[DONE][terminal].all()
+    demo = sampler.sample(64, np.random.default_rng(1), subset="demo")
+    assert set(demo["episode_index"]) == {1}
+    assert store.read_episode(0).data[REWARD][-1] == 1  # the store keeps what was recorded
+
+
+def test_without_follow_labels_the_recorded_arrays_are_used(tmp_path: Path) -> None:
+    store = EpisodeStore.create(tmp_path / "episodes.zarr", EpisodeSpec(state_dim=2, action_dim=2, fps=20.0))
+    record(store, episodes=2, frames=5)  # episode 0 labelled a success, its last frame not terminal
+    sampler = TransitionSampler(store)
+    sampler.refresh()
+    store.relabel(1, True)
+    sampler.refresh()
+    assert sampler.num_transitions() == 2 * 4

@@ -72,6 +72,23 @@ class _LoadedEpisode:
     meta: EpisodeMeta
     offset: int  # first frame's row in the flat buffers
     images: dict[str, zarr.Array] = field(default_factory=dict)  # lazy mode only
+    attrs_stamp: tuple[int, int] = (0, 0)  # its zarr.json's (mtime, size) when loaded: a relabel rewrites it
+
+
+def _apply_success_label(episode: Episode) -> None:
+    """The episode's success label decides its last frame: labelled a success, it is terminal with
+    reward 1 (what the recorder writes at a successful stop); labelled a failure, a last frame recorded
+    as a success terminal loses reward and terminal flag. So a label corrected after the episode was
+    committed reaches the sparse reward and the terminal bootstrap; the store's arrays stay as recorded.
+    """
+    success = episode.meta.success
+    if success is None or episode.meta.num_frames == 0:
+        return
+    reward, done = episode.data[REWARD], episode.data[DONE]
+    if success:
+        reward[-1], done[-1] = 1.0, True
+    elif reward[-1] > 0:
+        reward[-1], done[-1] = 0.0, False
 
 
 class TransitionSampler:
@@ -92,6 +109,7 @@ class TransitionSampler:
         derived: Mapping[str, tuple[tuple[int, ...], str | np.dtype]] | None = None,
         hook_keys: Sequence[str] = (),
         successes_as_demos: bool = False,
+        follow_labels: bool = False,
     ) -> None:
         """`on_load(episode)` may rewrite an episode's low-dimensional arrays in place as it is loaded
         (same shapes and dtypes), e.g. fill in the base actions a teleoperated demo was recorded
@@ -102,8 +120,11 @@ class TransitionSampler:
         versions like the state. `hook_keys` are store arrays read only for `on_load` (e.g. the images a
         derived array is computed from) and dropped after it, unless they are buffered anyway.
 
-        `successes_as_demos`: policy episodes labelled successful join the "demo" subset (self-imitation);
-        the label is read when the episode is loaded.
+        `successes_as_demos`: policy episodes labelled successful join the "demo" subset (self-imitation).
+
+        `follow_labels` (the learner): an episode's success label decides its last frame's reward and
+        terminal flag (`_apply_success_label`). With it or `successes_as_demos`, an episode relabelled
+        after it was loaded is reloaded on the next `refresh()`.
         """
         if images not in ("none", "lazy", "preload"):
             raise ValueError(f"images must be 'none', 'lazy' or 'preload', got {images!r}")
@@ -127,6 +148,7 @@ class TransitionSampler:
             raise ValueError(f"hook_keys {unknown} are not arrays of the store; it has {sorted(specs)}")
         self.hook_keys = [k for k in hook_keys if k not in self._stored_keys()]
         self.successes_as_demos = successes_as_demos
+        self.follow_labels = follow_labels
         self._reset()
 
     def _stored_keys(self) -> list[str]:
@@ -150,8 +172,9 @@ class TransitionSampler:
     def refresh(self) -> int:
         """Load newly committed episodes; returns how many were added. Deletions trigger a reload."""
         present = set(self.store.episode_indices())
-        if set(self._episodes) - present:
-            self._reset()  # rare (an operator deleted an episode): rebuild rather than compact
+        labels_matter = self.follow_labels or self.successes_as_demos
+        if set(self._episodes) - present or (labels_matter and self._relabelled()):
+            self._reset()  # rare (an operator deleted or relabelled an episode): rebuild rather than patch
         self.skipped = {i: r for i, r in self.skipped.items() if i in present}
         added = 0
         for index in sorted(present - set(self._episodes) - set(self.skipped)):
@@ -165,10 +188,40 @@ class TransitionSampler:
                 continue  # deleted while we were reading it
         return added
 
+    def _attrs_stamp(self, index: int) -> tuple[int, int]:
+        """(mtime, size) of the episode's metadata file: the size too, because a relabel within the
+        filesystem's timestamp granularity of the last write would keep the mtime (true/false/null
+        differ in length)."""
+        try:
+            st = (self.store.episode_path(index) / "zarr.json").stat()
+        except FileNotFoundError:
+            return (-1, -1)
+        return (st.st_mtime_ns, st.st_size)
+
+    def _relabelled(self) -> bool:
+        """Whether a loaded episode's success label changed since it was loaded (the dashboard's "mark
+        success", `coirl episodes relabel`). One stat per episode; the metadata is read only when its
+        file changed."""
+        changed = False
+        for index, loaded in self._episodes.items():
+            stamp = self._attrs_stamp(index)
+            if stamp == loaded.attrs_stamp:
+                continue
+            try:
+                success = self.store.read_meta(index).success
+            except StoreError:
+                continue  # deleted or unreadable: the next refresh sees it
+            loaded.attrs_stamp = stamp
+            changed |= success != loaded.meta.success
+        return changed
+
     def _load(self, index: int) -> None:
         keys = self._stored_keys()
+        stamp = self._attrs_stamp(index)  # before reading: a relabel during the read shows next time
         # Everything that can fail (validation, a concurrent delete) happens before the first append.
         episode = self.store.read_episode(index, keys + self.hook_keys)
+        if self.follow_labels:
+            _apply_success_label(episode)
         if self.on_load is not None:
             shapes = {k: (v.shape, v.dtype) for k, v in episode.data.items()}
             self.on_load(episode)
@@ -205,7 +258,7 @@ class TransitionSampler:
         promoted = self.successes_as_demos and episode.meta.success is True
         demo = episode.meta.source in DEMO_SOURCES or promoted
         self._valid["demo" if demo else "rollout"].append(valid)
-        self._episodes[index] = _LoadedEpisode(episode.meta, offset, images)
+        self._episodes[index] = _LoadedEpisode(episode.meta, offset, images, stamp)
 
     def _check_derived(self, episode: Episode) -> None:
         """Every declared derived array is present with [num_frames, *shape]; cast to its dtype."""

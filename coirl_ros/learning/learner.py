@@ -142,7 +142,11 @@ class Learner:
             self.obs_dim = self.feature_dim + self.spec.state_dim
             # Pixels until the encoder is trained; its cached keypoints after (`_use_cached_features`).
             self.sampler = TransitionSampler(
-                store, images="preload", on_load=on_load, successes_as_demos=config.successes_as_demos
+                store,
+                images="preload",
+                on_load=on_load,
+                successes_as_demos=config.successes_as_demos,
+                follow_labels=True,
             )
         else:
             if self.spec.cameras:
@@ -154,7 +158,7 @@ class Learner:
             self.keys = observation_keys(self.spec.env_state_dim)
             self.obs_dim = self.spec.state_dim + self.spec.env_state_dim
             self.sampler = TransitionSampler(
-                store, on_load=on_load, successes_as_demos=config.successes_as_demos
+                store, on_load=on_load, successes_as_demos=config.successes_as_demos, follow_labels=True
             )
         self.action_dim = self.spec.action_dim
         self.alpha = config.alpha if config.alpha is not None else 1.0 / self.action_dim
@@ -287,6 +291,7 @@ class Learner:
             derived={IMAGE_FEATURES: ((self.feature_dim,), "float32")},
             hook_keys=self.spec.image_keys(),
             successes_as_demos=self.config.successes_as_demos,
+            follow_labels=True,
         )
         start = time.perf_counter()
         self.sampler.refresh()
