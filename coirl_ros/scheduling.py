@@ -22,17 +22,28 @@ def is_real_time(pid: int = 0) -> bool:
     return os.sched_getscheduler(pid) in REAL_TIME_POLICIES
 
 
+def current_scheduling() -> tuple[int, int]:
+    """This thread's (policy, priority)."""
+    return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+
+def set_scheduling(scheduling: tuple[int, int]) -> None:
+    """Put this thread at (policy, priority), as `current_scheduling` returned them."""
+    policy, priority = scheduling
+    os.sched_setscheduler(0, policy, os.sched_param(priority))
+
+
 def reset_to_default_policy() -> None:
     """This thread to SCHED_OTHER, nice unchanged (in a child before exec: the node's process)."""
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    set_scheduling((os.SCHED_OTHER, 0))
 
 
 @contextlib.contextmanager
 def preserved_scheduling() -> Iterator[None]:
     """Restore the calling thread's policy and priority if the code inside changed them."""
-    policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    before = current_scheduling()
     try:
         yield
     finally:
-        if os.sched_getscheduler(0) != policy or os.sched_getparam(0).sched_priority != priority:
-            os.sched_setscheduler(0, policy, os.sched_param(priority))
+        if current_scheduling() != before:
+            set_scheduling(before)

@@ -16,6 +16,7 @@ import pytest
 
 from coirl_ros.constants import ACTION, DONE, OBS_STATE, REWARD, image_key
 from coirl_ros.data import EpisodeSpec, EpisodeStore
+from coirl_ros.scheduling import current_scheduling, set_scheduling
 
 SMALL_SPEC = EpisodeSpec(
     state_dim=8, action_dim=8, cameras=(("front", (12, 16)), ("wrist", (12, 16))), fps=20.0
@@ -83,11 +84,11 @@ def _scheduling_policy_unchanged() -> Iterator[None]:
     """A test that leaves pytest at another scheduling policy errors (and the policy is put back):
     every process started later inherits it, and nodes at real-time priority 99 once froze a CI run
     (coirl_ros/scheduling.py)."""
-    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    before = current_scheduling()
     yield
-    after = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    after = current_scheduling()
     if after != before:
-        os.sched_setscheduler(0, before[0], os.sched_param(before[1]))
+        set_scheduling(before)
         pytest.fail(f"the test changed this process's scheduling (policy, priority) {before} -> {after}")
 
 

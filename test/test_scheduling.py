@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from coirl_ros.launcher import _prepare_child
-from coirl_ros.scheduling import is_real_time, preserved_scheduling
+from coirl_ros.scheduling import is_real_time, preserved_scheduling, reset_to_default_policy
 
 PRINT_POLICY = [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"]
 
@@ -35,6 +35,6 @@ def test_launched_nodes_do_not_inherit_a_real_time_policy() -> None:
             PRINT_POLICY, capture_output=True, text=True, check=True, preexec_fn=_prepare_child
         ).stdout
     finally:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        reset_to_default_policy()
     assert int(inherited) == os.SCHED_FIFO  # what a plain child gets
     assert int(launched) == os.SCHED_OTHER  # what the launcher's nodes get
