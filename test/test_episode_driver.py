@@ -109,7 +109,7 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
             assert nodes[-1].wait_output(" into ", timeout=60), nodes[-1].output
             driver = NodeProcess("episode_driver", ros_env, {"episodes": 2, "max_steps": 150})
             nodes.append(driver)
-            assert driver.proc.wait(timeout=120) == 0, driver.output
+            assert driver.proc.wait(timeout=120) == 0, "\n".join(n.output for n in nodes)
         finally:
             stop_all(nodes)
             controller.env.close()
@@ -120,6 +120,8 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
     assert summary["successes"] == 2 and [r["seed"] for r in summary["results"]] == [11, 12]
     for n in nodes:
         assert "Traceback" not in n.output, n.output
+    saved = [line for line in nodes[3].output.splitlines() if "saved episode" in line]
+    assert len(saved) == 2 and not any("skipped" in line for line in saved), nodes[3].output
 
     episodes = EpisodeStore.open(store)
     assert episodes.episode_indices() == [0, 1]
@@ -135,5 +137,6 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
         assert ep.data[image_key("front")].shape == (n, 16, 16, 3)
         assert ep.data[image_key("front")].std() > 5
         moved = np.abs(np.diff(ep.data[OBS_STATE][:, :7], axis=0)).max(axis=1)
-        assert moved.max() < 0.2  # consecutive frames: no step of the sim was lost between them
+        # Consecutive frames: no step of the sim was lost between them.
+        assert moved.max() < 0.2, "\n".join(n.output for n in nodes)
         np.testing.assert_allclose(ep.data[ACTION][:, 7].max(), 0.04)  # open gripper commanded first

@@ -1,4 +1,5 @@
-"""joint_node as a process: name mapping onto the policy's state, and bad data flagged, never passed on."""
+"""joint_node as a process: name mapping onto the policy's state; bad data flagged and never passed on,
+late data passed on with its stamp and flagged."""
 
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ def test_mapper_orders_joints_and_rejects_bad_samples() -> None:
     kinds = {
         "backwards": m.update(JointSample(9.9, names, values), now=10.05),
         "duplicate": m.update(JointSample(10.0, names, values), now=10.05),
-        "stale": m.update(JointSample(10.1, names, values), now=10.5),
         "future": m.update(JointSample(11.0, names, values), now=10.2),
         "nan": m.update(JointSample(10.2, names, [*values[:3], math.nan, *values[4:]]), now=10.2),
         "missing": m.update(JointSample(10.3, ARM[:6], list(range(6))), now=10.3),
@@ -45,6 +45,9 @@ def test_mapper_orders_joints_and_rejects_bad_samples() -> None:
     }
     for kind, result in kinds.items():
         assert isinstance(result, StateProblem) and result.kind == kind, (kind, result)
+    # Late is not wrong: the values and stamp are right, and who acts on them judges freshness.
+    late = m.update(JointSample(10.5, names, values), now=11.0)
+    assert isinstance(late, RobotState) and late.stamp == 10.5 and late.age_s == pytest.approx(0.5)
     # The gripper on its own topic: stored, then merged into the next arm sample.
     m2 = JointStateMapper(ARM, GRIPPER, timeout_s=0.2)
     assert m2.update(JointSample(5.0, [GRIPPER], [0.02]), now=5.0) is None
@@ -75,15 +78,20 @@ def test_joint_node_maps_and_flags(ros_env: dict[str, str], tmp_path: Path) -> N
 
         names = [GRIPPER, *reversed(ARM), "panda_finger_joint2"]
         values = [0.04, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.04]
-        pub.publish(joint_state(now() - 5.0, names, values))  # stale: never published
-        assert diag("stale")["rejected"] == {"stale": 1}
+        old = now() - 5.0
+        pub.publish(joint_state(old, names, values))  # late: passed on with its stamp, flagged
+        late = diag("stale")
+        assert late["late"] == 1 and late["rejected"] == {} and "arrived 5." in late["reason"]
         t = now()
         pub.publish(joint_state(t, names, values))
-        out = probe.wait_for(STATE_TOPIC)[-1]
+        got = probe.wait_for(STATE_TOPIC, 2)
+        assert [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in got] == pytest.approx(
+            [old, t], abs=1e-6
+        )
+        out = got[-1]
         assert list(out.name) == [*ARM, GRIPPER]
         assert list(out.position) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.04])
-        assert out.header.stamp.sec + out.header.stamp.nanosec * 1e-9 == pytest.approx(t, abs=1e-6)
-        assert diag("ok")["published"] == 1
+        assert diag("ok")["published"] == 2
 
         # Bad data: none of it reaches /coirl/state; diagnostics say why.
         bad = [
@@ -94,16 +102,17 @@ def test_joint_node_maps_and_flags(ros_env: dict[str, str], tmp_path: Path) -> N
         for msg in bad:
             pub.publish(msg)
         report = probe.wait_for(
-            JOINT_DIAGNOSTICS_TOPIC, where=lambda m: sum(json.loads(m.data)["rejected"].values()) >= 4
+            JOINT_DIAGNOSTICS_TOPIC, where=lambda m: sum(json.loads(m.data)["rejected"].values()) >= 3
         )[-1]
         rejected = json.loads(report.data)["rejected"]
-        assert rejected == {"nan": 1, "missing": 1, "backwards": 1, "stale": 1}
-        assert len(probe.got(STATE_TOPIC)) == 1
+        assert rejected == {"nan": 1, "missing": 1, "backwards": 1}
+        assert len(probe.got(STATE_TOPIC)) == 2
 
         # Silence: the last good state ages out and the node says so.
         pub.publish(joint_state(now(), names, values))
-        probe.wait_for(STATE_TOPIC, 2)
+        probe.wait_for(STATE_TOPIC, 3)
         stale = diag("stale")
         assert "no valid joint state" in stale["reason"] or "old" in stale["reason"]
         assert node.alive()
-    assert "rejected (nan)" in node.output and "Traceback" not in node.output
+    assert "rejected (nan)" in node.output and "late joint state" in node.output
+    assert "Traceback" not in node.output

@@ -18,8 +18,9 @@ class RecorderConfig(ConfigModel):
     flush_every: Annotated[int, Field(gt=0)] = 30  # frames per background write (EpisodeWriter)
     # States, camera frames and environment states are kept this long to pair them with steps.
     buffer_s: Annotated[float, Field(gt=0)] = 5.0
-    # A step whose state has not arrived yet waits this long (wall time) before it is skipped.
-    step_wait_s: Annotated[float, Field(gt=0)] = 0.5
+    # A step whose state has not arrived yet waits this long (wall time) before it is skipped. It only
+    # bounds the wait for a stream that stopped; a loaded 2-core machine can hold joint_node back >0.5 s.
+    step_wait_s: Annotated[float, Field(gt=0)] = 2.0
     # A camera frame more than this older than the step's observation is not paired (step skipped).
     max_image_lag_s: Annotated[float, Field(gt=0)] = 0.5
     # Object-state values per frame (/coirl/environment_state) when the store is created: 0 = none (a

@@ -2,10 +2,16 @@
 
 Drivers publish /joint_states with their own joint order, often extra joints (a second finger, a
 mobile base) and sometimes the gripper in a message of its own. The mapper picks the configured
-joints by name, in config order, and refuses anything it cannot vouch for: a state that is stale,
-stamped in the future (clocks disagree: one node on sim time, one not), unstamped, going backwards
-in time, NaN, or missing a joint is reported, never passed on. A policy acting on such a state is
-worse than a policy holding still.
+joints by name, in config order, and refuses anything it cannot vouch for: a state stamped in the
+future (clocks disagree: one node on sim time, one not), unstamped, going backwards in time, NaN, or
+missing a joint is reported, never passed on. A policy acting on such a state is worse than a policy
+holding still.
+
+A state that is merely *late* (older than the timeout when it is processed) is different: its values
+and capture stamp are right, so it is passed on and flagged. Whoever acts on it judges freshness
+against its own clock (policy_node's watchdog holds on an old state), and the recorder pairs steps
+with states by stamp. Dropping it here would only punch holes in recorded episodes whenever
+joint_node itself falls behind: a loaded machine, or a lockstep sim stepping ahead of it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-ProblemKind = Literal["stale", "future", "unstamped", "backwards", "duplicate", "nan", "missing", "malformed"]
+ProblemKind = Literal["future", "unstamped", "backwards", "duplicate", "nan", "missing", "malformed"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class RobotState:
     names: tuple[str, ...]
     positions: np.ndarray
     velocities: np.ndarray | None
+    age_s: float = 0.0  # how old the state was when it was mapped (> the timeout: late, flagged)
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,6 @@ class JointStateMapper:
         if last is not None and sample.stamp == last:
             return StateProblem("duplicate", f"stamp {sample.stamp:.6f} repeated")
         age = now - sample.stamp
-        if age > self.timeout_s:
-            return StateProblem("stale", f"state is {age:.3f} s old (limit {self.timeout_s} s)")
         if -age > self.timeout_s:
             return StateProblem(
                 "future",
@@ -139,6 +144,7 @@ class JointStateMapper:
             names=self.names,
             positions=np.array([e.position for e in entries]),
             velocities=None if any(v is None for v in vels) else np.array(vels, dtype=float),
+            age_s=age,
         )
 
 
@@ -146,7 +152,9 @@ class JointStateMapper:
 class IngestionHealth:
     """Status of a sensor stream for diagnostics: ok / stale / inconsistent / no_data, with counts.
 
-    `observe_*` return True when the status changed (worth reporting at once).
+    Stale means no state for longer than the timeout, or the last one arrived late (passed on all
+    the same, counted in `late`). `observe_*` return True when the status changed (worth reporting
+    at once).
     """
 
     timeout_s: float
@@ -155,18 +163,25 @@ class IngestionHealth:
     last_stamp: float | None = None
     last_ok_wall: float | None = None
     published: int = 0
+    late: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
     def observe_state(self, state: RobotState) -> bool:
         self.published += 1
         self.last_stamp = state.stamp
         self.last_ok_wall = time.monotonic()
+        if state.age_s > self.timeout_s:
+            self.late += 1
+            return self._set(
+                "stale",
+                f"state arrived {state.age_s:.3f} s old (limit {self.timeout_s} s): passed on with its"
+                " capture stamp",
+            )
         return self._set("ok", "")
 
     def observe_problem(self, problem: StateProblem) -> bool:
         self.rejected[problem.kind] = self.rejected.get(problem.kind, 0) + 1
-        status = "stale" if problem.kind == "stale" else "inconsistent"
-        return self._set(status, problem.reason)
+        return self._set("inconsistent", problem.reason)
 
     def check_timeout(self, now: float) -> bool:
         """Called periodically: no good state for longer than the timeout = stale."""
@@ -188,6 +203,7 @@ class IngestionHealth:
             "reason": self.reason,
             "age_s": None if self.last_stamp is None else round(now - self.last_stamp, 6),
             "published": self.published,
+            "late": self.late,
             "rejected": dict(self.rejected),
             "stamp": now,
         }

@@ -52,7 +52,8 @@ EPISODE_TOPIC = "/coirl/episode"
 SIM_STATE_TOPIC = "/sim/state"
 CLOCK_TOPIC = "/clock"  # rosgraph_msgs/Clock (sim_node, when use_sim_time)
 # std_msgs/String (JSON) from joint_node: {"status": "ok"|"stale"|"inconsistent"|"no_data", "reason",
-# "age_s", "published", "rejected": {reason kind: count}, "stamp"}; on every status change and periodically.
+# "age_s", "published", "late" (passed on, arrived older than the timeout), "rejected": {reason kind:
+# count}, "stamp"}; on every status change and periodically.
 JOINT_DIAGNOSTICS_TOPIC = "/coirl/joint/diagnostics"
 # std_msgs/String (JSON) from camera_node: {"camera", "source", "device", "status": "streaming"|
 # "retrying"|"waiting", "error", "attempt", "retry_in_s", "published", "dropped_stale", "rate_hz", "stamp"}.
@@ -84,6 +85,12 @@ LEARNER_PAUSE_SERVICE = "/learner/pause"  # SetBool: true = pause training
 # ---- QoS -----------------------------------------------------------------------------------------
 # Sensors: best effort, keep last few; a late frame is worthless, a queued one is harmful.
 SENSOR_QOS = qos_profile_sensor_data
+# Joint states into joint_node: best effort like SENSOR_QOS (matches every driver), but deep. Each one
+# is a recorded frame's observation, and a burst queued while joint_node was descheduled is passed on
+# with its stamps in microseconds; at depth 5 a lockstep sim that ran ahead lost states to the queue.
+JOINT_INPUT_QOS = QoSProfile(
+    depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST
+)
 # Commands and per-tick records: reliable, shallow (a dropped tick record is a hole in an episode).
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Robot state (/joint_states, /coirl/state, /coirl/environment_state): reliable publishers, like

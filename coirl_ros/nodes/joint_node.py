@@ -3,9 +3,10 @@
 Subscribes the robot config's `joint_states_topic` (and, if the gripper is published elsewhere,
 `gripper_joint_states_topic`), picks the configured arm joints and the gripper joint by name (any
 order, extra joints ignored) and publishes sensor_msgs/JointState in config order with the source
-stamp. Stale, future-stamped, unstamped, backwards, duplicate, NaN or incomplete data is never
-passed on; why is logged (throttled) and published as JSON on /coirl/joint/diagnostics, at every
-status change and every `diagnostics_period_s`.
+stamp. Future-stamped, unstamped, backwards, duplicate, NaN or incomplete data is never passed on;
+a state that arrives late (older than `state_timeout_s`) is passed on with its stamp and flagged
+(coirl_ros/ingestion/joint_state_mapper.py says why). Either is logged (throttled) and published as
+JSON on /coirl/joint/diagnostics, at every status change and every `diagnostics_period_s`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from coirl_ros.ingestion.joint_state_mapper import (
 )
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
+    JOINT_INPUT_QOS,
     JOINT_DIAGNOSTICS_TOPIC,
-    SENSOR_QOS,
     STATE_QOS,
     STATE_TOPIC,
 )
@@ -55,10 +56,12 @@ class JointNode(Node):
         self.pub_state = self.create_publisher(JointState, STATE_TOPIC, STATE_QOS)
         self.pub_diag = self.create_publisher(String, JOINT_DIAGNOSTICS_TOPIC, COMMAND_QOS)
         # Best effort: matches reliable and best-effort drivers alike, and never waits on a slow link.
-        self.create_subscription(JointState, robot.joint_states_topic, self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(
+            JointState, robot.joint_states_topic, self._on_joint_state, JOINT_INPUT_QOS
+        )
         gripper_topic = joint_cfg.gripper_joint_states_topic
         if gripper_topic and gripper_topic != robot.joint_states_topic:
-            self.create_subscription(JointState, gripper_topic, self._on_joint_state, SENSOR_QOS)
+            self.create_subscription(JointState, gripper_topic, self._on_joint_state, JOINT_INPUT_QOS)
         self.create_timer(min(0.05, robot.state_timeout_s / 2), self._watchdog)
         self.create_timer(joint_cfg.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
@@ -84,7 +87,10 @@ class JointNode(Node):
                 self._publish_diagnostics()
             return
         self._publish_state(result, msg)
-        if self.health.observe_state(result):
+        changed = self.health.observe_state(result)
+        if self.health.status == "stale":
+            self.get_logger().warn(f"late joint state: {self.health.reason}", throttle_duration_sec=2.0)
+        if changed:
             self._publish_diagnostics()
 
     def _publish_state(self, state: RobotState, source: JointState) -> None:

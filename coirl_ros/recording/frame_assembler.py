@@ -62,7 +62,7 @@ class FrameAssembler:
         spec: EpisodeSpec,
         camera_fps: Mapping[str, float],
         buffer_s: float = 5.0,
-        step_wait_s: float = 0.5,
+        step_wait_s: float = 2.0,
         max_image_lag_s: float = 0.5,
         stamp_tolerance_s: float = 1e-4,
     ) -> None:
