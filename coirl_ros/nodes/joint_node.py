@@ -30,8 +30,8 @@ from coirl_ros.ingestion.joint_state_mapper import (
 )
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
-    JOINT_INPUT_QOS,
     JOINT_DIAGNOSTICS_TOPIC,
+    JOINT_INPUT_QOS,
     STATE_QOS,
     STATE_TOPIC,
 )
@@ -56,9 +56,7 @@ class JointNode(Node):
         self.pub_state = self.create_publisher(JointState, STATE_TOPIC, STATE_QOS)
         self.pub_diag = self.create_publisher(String, JOINT_DIAGNOSTICS_TOPIC, COMMAND_QOS)
         # Best effort: matches reliable and best-effort drivers alike, and never waits on a slow link.
-        self.create_subscription(
-            JointState, robot.joint_states_topic, self._on_joint_state, JOINT_INPUT_QOS
-        )
+        self.create_subscription(JointState, robot.joint_states_topic, self._on_joint_state, JOINT_INPUT_QOS)
         gripper_topic = joint_cfg.gripper_joint_states_topic
         if gripper_topic and gripper_topic != robot.joint_states_topic:
             self.create_subscription(JointState, gripper_topic, self._on_joint_state, JOINT_INPUT_QOS)
