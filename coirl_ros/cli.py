@@ -293,7 +293,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         out=Path(args.out), task_config=args.task_config, demos=args.demos, eval_episodes=args.eval_episodes,
-        train_episodes=args.train_episodes, base_steps=args.base_steps,
+        train_episodes=args.train_episodes, base_steps=args.base_steps, base_offset_m=args.base_offset,
     )  # fmt: skip
     return run_sim_demo(config)
 
@@ -442,10 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--task-config", default="task_lift.yaml", help="task YAML (default: lift)")
-    p.add_argument("--demos", type=int, default=10, help="scripted demonstrations recorded through teleop")
+    p.add_argument("--demos", type=int, default=20, help="scripted demonstrations recorded through teleop")
     p.add_argument("--eval-episodes", type=int, default=30, help="deterministic episodes per evaluation")
     p.add_argument("--train-episodes", type=int, default=20, help="exploring episodes (learner training)")
     p.add_argument("--base-steps", type=int, default=3000, help="training steps of the local BC base")
+    p.add_argument(
+        "--base-offset",
+        type=float,
+        default=0.04,
+        help="metres (+y) the base misjudges the cube by: a calibration error for the residual to correct,"
+        " standing in for a frozen base deployed in a new cell; 0 = the matched base",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("store-demo", help="the episode store demo: crash safety, relabel, LeRobot round trip")

@@ -37,7 +37,6 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
@@ -142,13 +141,18 @@ class RecorderNode(Node):
         self.create_subscription(
             Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, RECORD_QOS, callback_group=inputs
         )
-        self._latched_env: Subscription | None = None
         if cfg.env_state_dim is None and self._existing_spec() is None:
             # Matches transient-local publishers only (sim_node): their latest message arrives on
             # matching, even from a paused sim, so the first start knows the object state's size.
-            # Dropped once that size is known (it would get every message the one above gets).
-            self._latched_env = self.create_subscription(
-                Float64MultiArray, ENV_STATE_TOPIC, self._on_env_state, ENV_STATE_QOS, callback_group=inputs
+            # Ignored once that size is known (it gets every message the one above gets). Not
+            # destroyed: destroying a subscription while the other executor thread builds its wait
+            # set crashed the node (rclpy InvalidHandle, once in a `make demo` run).
+            self.create_subscription(
+                Float64MultiArray,
+                ENV_STATE_TOPIC,
+                self._on_latched_env_state,
+                ENV_STATE_QOS,
+                callback_group=inputs,
             )
         self.create_subscription(
             Float64MultiArray, STEP_TOPIC, self._on_step, RECORD_QOS, callback_group=inputs
@@ -196,6 +200,12 @@ class RecorderNode(Node):
         self.env_state_dim = len(values)
         self.assembler.add_env_state(stamp, values)
 
+    def _on_latched_env_state(self, msg: Float64MultiArray) -> None:
+        with self._lock:
+            if self.env_state_dim is not None or self.recorder is not None:
+                return
+            self._on_env_state(msg)
+
     @_locked
     def _on_image(self, camera: str, msg: Image) -> None:
         try:
@@ -227,9 +237,6 @@ class RecorderNode(Node):
 
     @_locked
     def _drain(self, force: bool = False) -> None:
-        if self._latched_env is not None and (self.env_state_dim is not None or self.recorder is not None):
-            self.destroy_subscription(self._latched_env)
-            self._latched_env = None
         if self.recorder is None or not self.recorder.recording:
             return
         for step, result in self.assembler.drain(time.monotonic(), force=force):
