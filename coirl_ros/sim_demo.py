@@ -61,7 +61,7 @@ class DemoConfig:
     base_steps: int = 3000
     # The base sees the cube this far (metres, +y) from where it is: a calibration error, standing in
     # for a frozen generalist deployed in a new cell (README "make demo"). 0 = the matched base, which
-    # learned from the same 10 demonstrations as the residual and leaves it nothing to correct.
+    # learned from the same demonstrations as the residual and leaves it almost nothing to correct.
     base_offset_m: float = 0.04
     bc_steps: int = 4000  # the learner's pi_BC (the residual's start); learner_sim.yaml has 5000
     critic_pretrain_steps: int = 1000
