@@ -20,6 +20,7 @@ test-all: venv lint
 
 lint: venv
 	$(VENV)/bin/ruff check coirl_ros test bench scripts setup.py
+	$(VENV)/bin/ruff format --check coirl_ros test bench scripts setup.py
 
 bench: venv
 	$(PY) bench/store_bench.py

@@ -270,7 +270,9 @@ def run(seconds: float, swaps: int, rate: float) -> list[dict]:
     rows.append(
         row(
             "first weight swap",
-            swap_ms[0], swap_ms[0], swap_ms[0],
+            swap_ms[0],
+            swap_ms[0],
+            swap_ms[0],
             "includes building the validation template (the learner's networks): the store did not exist"
             " when policy_node started, so it is built on the first snapshot",
         )

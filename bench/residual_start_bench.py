@@ -2,7 +2,7 @@
 
 For each draw of demonstrations (the scripted expert from seed `draw`, `--demos` episodes, ee_delta
 actions) the local chunked BC base is trained on them; for each base offset it is deployed seeing the
-object that far off in +y (`coirl_ros.sim_demo.miscalibrated`: 0 is the matched base, 0.04 is what
+object that far off in +y (`local_bc_base.miscalibrated`: 0 is the matched base, 0.04 is what
 `make demo` uses), the learner's pi_BC is trained on the same demonstrations with that base's
 proposals filled in (the learner node's path), and both are evaluated on the same deterministic
 evaluation seeds (`Actor.evaluate`). Also printed: how far each is from the demonstrated actions on
@@ -35,9 +35,8 @@ from coirl_ros.graph import resolve_config
 from coirl_ros.learning.learner import Learner
 from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.composition import ChunkedBaseRunner, base_actions_along
-from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, train_local_bc_base
+from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, miscalibrated, train_local_bc_base
 from coirl_ros.sim.demos import generate_demos
-from coirl_ros.sim_demo import miscalibrated
 
 FIELDS = (
     "task", "demos", "draw", "offset_m", "episodes", "base_success", "start_success", "base_demo_error",

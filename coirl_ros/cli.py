@@ -238,12 +238,16 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         out_dir=Path(args.out),
         image_size=args.image_size,
         explore_temperature=args.explore_temperature,
+        base_offset_m=args.base_offset,
     )
     csv_path = config.csv_path
     if not args.plot_only:
         run_experiment(config, csv_path)
     rows = [r for r in read_rows(csv_path, config.eval_every) if r["demos"] == config.demos]
-    png = plot_curves(rows, csv_path.with_suffix(".png"), f"{config.task}, {config.demos} demos")
+    title = f"{config.task}, {config.demos} demos" + (
+        f", base {config.base_offset_m * 100:g} cm off" if config.base_offset_m else ""
+    )
+    png = plot_curves(rows, csv_path.with_suffix(".png"), title)
     print("| method | seeds | eval episodes | success at 0 | final (mean ± std) | steps to 90% |", end="")
     print(" max drop below base |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -395,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
         " demo residuals would be clipped (the learner warns about that)",
     )
     p.add_argument("--base-steps", type=int, default=3000, help="training steps of the local BC base")
+    p.add_argument(
+        "--base-offset", type=float, default=0.0,
+        help="deploy the base seeing the object this far off in +y (metres; make demo uses 0.04): a base"
+        " not trained on the residual's own demonstrations, as pi0.5 on a robot",
+    )  # fmt: skip
     p.add_argument("--learner-config", default="", help="learner YAML (default: built-in defaults)")
     p.add_argument("--bc-steps", type=int, default=0, help="override bc.steps")
     p.add_argument("--critic-pretrain-steps", type=int, default=None, help="override critic.pretrain_steps")

@@ -14,6 +14,10 @@ interrupted run keeps what it measured); the plot shows mean and min-max over se
 reward and critic learn from the cameras' keypoints + robot state (`LearnerConfig.observation:
 images`) instead of the privileged object state; the base still acts on state + object state (it is a
 stand-in for π0.5). Such runs get their own demo cache, run directories and CSV (`_img<N>` suffix).
+
+`base_offset_m` deploys the base miscalibrated (it sees the object that far off in +y, as `make demo`
+does): a base trained on the same demonstrations as the residual leaves the residual little to
+correct, whereas π0.5 on a robot was trained elsewhere. Its CSV and run directories get `_off<N>cm`.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from coirl_ros.learning.image_policy import ImageResidualPolicy
 from coirl_ros.learning.learner import Learner
 from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy
-from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, train_local_bc_base
+from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, miscalibrated, train_local_bc_base
 from coirl_ros.sim.demos import generate_demos
 from coirl_ros.sim.env import EnvConfig, ManipulationEnv
 from coirl_ros.sim.tasks import make_task
@@ -86,6 +90,9 @@ class ExperimentConfig:
     image_size: int = 0  # > 0: both cameras at NxN and an image-based residual (0: state + object state)
     # Exploration spread of training rollouts, as a fraction of the policy's own std (TanhNormal.sample).
     explore_temperature: float = 1.0
+    # > 0: the frozen base is deployed seeing the object this far off in +y (`miscalibrated`), the
+    # product's case of a base trained elsewhere; 0: the base is matched to the demonstrations.
+    base_offset_m: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -97,6 +104,8 @@ class ExperimentConfig:
             raise ValueError(f"image_size must be >= 0, got {self.image_size}")
         if not 0.0 <= self.explore_temperature <= 1.0:
             raise ValueError(f"explore_temperature must be in [0, 1], got {self.explore_temperature}")
+        if not abs(self.base_offset_m) < 0.5:
+            raise ValueError(f"base_offset_m is in metres and must be within +-0.5, got {self.base_offset_m}")
 
     @property
     def task_dir(self) -> Path:
@@ -104,8 +113,9 @@ class ExperimentConfig:
 
     @property
     def tag(self) -> str:
-        """Demo count and, for image runs, the image size: names the run directories and the CSV."""
-        return f"d{self.demos}" + (f"_img{self.image_size}" if self.image_size else "")
+        """Demo count, image size and base offset: names the run directories and the CSV."""
+        tag = f"d{self.demos}" + (f"_img{self.image_size}" if self.image_size else "")
+        return tag + (f"_off{self.base_offset_m * 100:g}cm" if self.base_offset_m else "")
 
     @property
     def csv_path(self) -> Path:
@@ -329,6 +339,8 @@ def run_experiment(config: ExperimentConfig, csv_path: Path | None = None) -> li
     csv_path = csv_path or config.csv_path
     demos = prepare_demos(config)
     base = prepare_base(config, demos)
+    if config.base_offset_m:
+        base = miscalibrated(base, (0.0, config.base_offset_m, 0.0))
     rows: list[dict] = []
     new_file = not csv_path.exists()
     with open(csv_path, "a", newline="") as f:

@@ -31,9 +31,9 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
@@ -42,9 +42,6 @@ from coirl_ros.configs import LearnerConfig, PolicyConfig, load_config
 from coirl_ros.data import EpisodeStore
 from coirl_ros.graph import build_graph, resolve_config
 from coirl_ros.launcher import launch_environment, run_graph
-
-if TYPE_CHECKING:  # torch is imported when the base is trained, not to print --help
-    from coirl_ros.policies.local_bc_base import LocalBCBase
 
 MARKER = ".coirl_demo"  # marks an output folder this demo may clear on the next run
 
@@ -234,7 +231,7 @@ class Demo:
     def _train_base(self) -> None:
         import torch
 
-        from coirl_ros.policies.local_bc_base import LocalBCConfig, train_local_bc_base
+        from coirl_ros.policies.local_bc_base import LocalBCConfig, miscalibrated, train_local_bc_base
 
         torch.set_num_threads(1)
         base = train_local_bc_base(
@@ -305,31 +302,6 @@ class Demo:
         (self.out / "report.json").write_text(json.dumps(report, indent=1))
         print_summary(report, png)
         return report
-
-
-def miscalibrated(base: LocalBCBase, offset_m: tuple[float, float, float]) -> LocalBCBase:
-    """The same frozen base, seeing the object `offset_m` (x, y, z) from where it is.
-
-    Its object-position normalisation is shifted, which is what deploying it with the statistics of
-    a cell calibrated differently does: the network is untouched and the shift is in its checkpoint,
-    so every node that loads the base (policy_node, the learner's demonstration filler) sees it.
-    """
-    from coirl_ros.policies.local_bc_base import LocalBCBase
-
-    if base.env_state_dim < 3:
-        raise ValueError(f"the base reads {base.env_state_dim} object values; an offset needs a position")
-    norm = base.norm
-    obs_mean = norm.obs_mean.copy()
-    obs_mean[base.state_dim : base.state_dim + 3] -= np.asarray(offset_m, dtype=obs_mean.dtype)
-    return LocalBCBase(
-        base.network,
-        replace(norm, obs_mean=obs_mean),
-        base.config,
-        base.state_dim,
-        base.env_state_dim,
-        base.action_dim,
-        base.info,
-    )
 
 
 # ---- results ------------------------------------------------------------------------------------------
@@ -430,7 +402,6 @@ def plot(evaluations: list[dict], training: list[dict], png: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1.2, 1.5]})
     names = ["base\nalone", "+ residual\nstart (π_BC)", "+ fine-tuned\nresidual"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from coirl_ros.configs import LearnerConfig
 from coirl_ros.constants import ACTION, ACTION_BASE, ACTION_RESIDUAL
@@ -50,3 +51,12 @@ def test_bench_learn_records_rollouts_trains_and_plots(tmp_path: Path) -> None:
     assert table["csil"]["seeds"] == 1 and table["base"]["max_drop_below_base"] == 0.0
     png = plot_curves(csv_rows, tmp_path / "curves.png", "lift")
     assert png.stat().st_size > 1000
+
+
+def test_a_miscalibrated_base_gets_its_own_curves_and_rejects_a_centimetre_typo(tmp_path: Path) -> None:
+    matched = ExperimentConfig(task="lift", demos=20, out_dir=tmp_path)
+    off = ExperimentConfig(task="lift", demos=20, out_dir=tmp_path, base_offset_m=0.04)
+    assert matched.csv_path.name == "curves_d20.csv"
+    assert off.csv_path.name == "curves_d20_off4cm.csv", "runs with another base must not mix into one CSV"
+    with pytest.raises(ValueError, match="metres"):
+        ExperimentConfig(base_offset_m=4.0)

@@ -18,6 +18,9 @@ from coirl_ros.policies.local_bc_base import (
     BaseCheckpointError,
     LocalBCBase,
     LocalBCConfig,
+    Normalisation,
+    build_network,
+    miscalibrated,
     train_local_bc_base,
 )
 from coirl_ros.sim.demos import generate_demos
@@ -153,3 +156,24 @@ def test_cli_demos_generate_takes_the_action_mode() -> None:
     args = build_parser().parse_args(["demos", "generate", "--task", "lift", "--action-mode", "ee_delta"])
     assert args.action_mode == "ee_delta"
     assert build_parser().parse_args(["demos", "generate", "--task", "lift"]).action_mode == "joint"
+
+
+def test_the_miscalibrated_base_sees_the_object_offset_and_keeps_it_in_its_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = LocalBCConfig(chunk_size=4, hidden=(16,), steps=0)
+    rng = np.random.default_rng(0)
+    norm = Normalisation(rng.normal(size=15), rng.uniform(0.5, 2, 15), np.zeros(7), np.ones(7))
+    base = LocalBCBase(build_network(15, 7, 4, (16,)), norm, config, 8, 7, 7)
+    obs = {"state": rng.normal(size=8), "object": rng.normal(size=7)}
+    shifted = {"state": obs["state"], "object": obs["object"] + np.array([0, 0.04, 0, 0, 0, 0, 0])}
+
+    off = miscalibrated(base, (0.0, 0.04, 0.0))
+    np.testing.assert_allclose(off.predict_chunk(obs), base.predict_chunk(shifted), atol=1e-6)
+    assert not np.allclose(off.predict_chunk(obs), base.predict_chunk(obs))
+    np.testing.assert_array_equal(base.norm.obs_mean, norm.obs_mean)  # the original is untouched
+    reloaded = LocalBCBase.load(off.save(tmp_path / "base"))  # what policy_node and the learner load
+    np.testing.assert_allclose(reloaded.predict_chunk(obs), off.predict_chunk(obs), atol=1e-6)
+
+    no_object = LocalBCBase(build_network(8, 7, 4, (16,)), norm, config, 8, 0, 7)
+    with pytest.raises(ValueError, match="needs a position"):
+        miscalibrated(no_object, (0.0, 0.04, 0.0))

@@ -1,5 +1,4 @@
-"""`make demo`'s report (intervals, verdicts, the plot and the summary, from episode outcomes) and
-its miscalibrated base.
+"""`make demo`'s report (intervals, verdicts, the plot and the summary, from episode outcomes).
 
 The demo itself (six graphs, ~10 min) is not part of the test run; its phases are the graphs that
 test_sim_graph.py runs, and this covers what turns their stores into the verdict it prints.
@@ -75,30 +74,3 @@ def test_an_output_folder_the_demo_did_not_write_is_refused(tmp_path: Path) -> N
     (demo / "results.csv").write_text("old")
     prepare_out(demo)  # an earlier demo's folder is cleared
     assert not (demo / "results.csv").exists() and (tmp_path / "mine.txt").exists()
-
-
-def test_the_miscalibrated_base_sees_the_object_offset_and_keeps_it_in_its_checkpoint(tmp_path: Path) -> None:
-    import numpy as np
-    import torch
-
-    from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, Normalisation, build_network
-    from coirl_ros.sim_demo import miscalibrated
-
-    torch.manual_seed(0)
-    config = LocalBCConfig(chunk_size=4, hidden=(16,), steps=0)
-    rng = np.random.default_rng(0)
-    norm = Normalisation(rng.normal(size=15), rng.uniform(0.5, 2, 15), np.zeros(7), np.ones(7))
-    base = LocalBCBase(build_network(15, 7, 4, (16,)), norm, config, 8, 7, 7)
-    obs = {"state": rng.normal(size=8), "object": rng.normal(size=7)}
-    shifted = {"state": obs["state"], "object": obs["object"] + np.array([0, 0.04, 0, 0, 0, 0, 0])}
-
-    off = miscalibrated(base, (0.0, 0.04, 0.0))
-    np.testing.assert_allclose(off.predict_chunk(obs), base.predict_chunk(shifted), atol=1e-6)
-    assert not np.allclose(off.predict_chunk(obs), base.predict_chunk(obs))
-    np.testing.assert_array_equal(base.norm.obs_mean, norm.obs_mean)  # the original is untouched
-    reloaded = LocalBCBase.load(off.save(tmp_path / "base"))  # what policy_node and the learner load
-    np.testing.assert_allclose(reloaded.predict_chunk(obs), off.predict_chunk(obs), atol=1e-6)
-
-    no_object = LocalBCBase(build_network(8, 7, 4, (16,)), norm, config, 8, 0, 7)
-    with pytest.raises(ValueError, match="needs a position"):
-        miscalibrated(no_object, (0.0, 0.04, 0.0))

@@ -204,9 +204,7 @@ def test_weights_flow_and_swap_mid_episode_without_a_hold(finetune: dict) -> Non
     assert len(accepted_versions(probe)) >= 3 and accepted_versions(probe) == sorted(accepted_versions(probe))
     steps = [decode_step(m) for m in probe.got(STEP_TOPIC)]
     swaps = [
-        (a, b)
-        for a, b in itertools.pairwise(steps)
-        if b.tick > 0 and b.policy_version != a.policy_version
+        (a, b) for a, b in itertools.pairwise(steps) if b.tick > 0 and b.policy_version != a.policy_version
     ]
     assert swaps, "no swap inside an episode"
     for before, after in swaps:  # between two consecutive ticks: no hold, no lost step record

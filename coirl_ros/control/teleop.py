@@ -29,9 +29,7 @@ KEY_BINDINGS: dict[str, tuple[int, float]] = {
     "q": (5, 1.0), "e": (5, -1.0),
 }  # fmt: skip
 GRIPPER_KEYS = {"c": CLOSED, "v": OPEN}  # and space toggles
-KEY_HELP = (
-    "keys: w/s x, a/d y, r/f z, j/l roll, i/k pitch, q/e yaw; c close, v open, space toggle gripper"
-)
+KEY_HELP = "keys: w/s x, a/d y, r/f z, j/l roll, i/k pitch, q/e yaw; c close, v open, space toggle gripper"
 
 
 class JoyMapper:

@@ -32,6 +32,7 @@ import zarr
 
 from coirl_ros.constants import EPISODE_SOURCES
 from coirl_ros.data.episode_spec import EpisodeSpec
+from coirl_ros.durable_files import fsync_dir
 
 if TYPE_CHECKING:
     from coirl_ros.data.episode_writer import EpisodeWriter
@@ -137,15 +138,6 @@ class VerifyReport:
     @property
     def clean(self) -> bool:
         return not self.corrupt and not any(not p.writer_alive for p in self.partial)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable across power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:

@@ -37,9 +37,9 @@ from coirl_ros.data.episode_store import (
     EpisodeStore,
     StoreError,
     episode_name,
-    fsync_dir,
     fsync_tree,
 )
+from coirl_ros.durable_files import fsync_dir
 
 # lz4 + bitshuffle: ~0.9 GB/s per core and ~1.4x on noisy camera frames (plain lz4 gets 1.0x on
 # sensor noise); zstd compresses a little better at a third of the speed, too slow for 2x30 Hz VGA.

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -52,8 +51,9 @@ from torch import Tensor, nn
 from coirl_ros.configs import LearnerConfig, config_hash
 from coirl_ros.constants import ACTION, ACTION_BASE, DONE, NEXT, OBS_STATE, REWARD
 from coirl_ros.data import EpisodeStore
-from coirl_ros.data.episode_store import Episode, fsync_dir
+from coirl_ros.data.episode_store import Episode
 from coirl_ros.data.transition_sampler import TransitionSampler
+from coirl_ros.durable_files import write_atomically
 from coirl_ros.learning.actor_losses import (
     entropy_regularised_actor_loss,
     frozen_copy,
@@ -670,14 +670,7 @@ class Learner:
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        return path
+        return write_atomically(path, buffer.getvalue())
 
     def load_checkpoint(self, path: str | Path) -> TrainingState:
         """Restore a checkpoint written by `save_checkpoint` with the same learner configuration."""

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
+
+from coirl_ros.durable_files import write_atomically
 
 __all__ = [
     "SNAPSHOT_FORMAT",
@@ -359,32 +360,13 @@ class WeightSnapshot:
 # -------------------------------------------------------------------- files
 
 
-def write_snapshot(path: str | os.PathLike[str], snapshot: WeightSnapshot) -> Path:
-    """Write `snapshot` to `path` atomically; returns the path.
+def write_snapshot(path: str | os.PathLike[str], snapshot: WeightSnapshot, data: bytes | None = None) -> Path:
+    """Write `snapshot` to `path` atomically (`write_atomically`); returns the path.
 
-    A temp file in the same directory (so the rename stays on one filesystem and is atomic), fsynced before
-    the rename and the directory fsynced after it: a reader polling `path` sees the old snapshot or the new
-    one, never a torn file, even across a power cut.
+    `data`: the snapshot's `to_bytes()` when the caller already has them (the learner node publishes
+    the same bytes), so a large snapshot is serialised once.
     """
-    path = Path(path)
-    data = snapshot.to_bytes()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave no temp file behind on failure (disk full, interrupt).
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return write_atomically(path, snapshot.to_bytes() if data is None else data)
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> WeightSnapshot:

@@ -22,7 +22,6 @@ Demonstrations recorded without the base (teleop) get its proposals filled in as
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from coirl_ros.control.base_source import load_base_policy
 from coirl_ros.control.demo_base import demo_base_filler
 from coirl_ros.data import EpisodeStore, StoreError
 from coirl_ros.data.episode_store import Episode
+from coirl_ros.durable_files import write_atomically
 from coirl_ros.learning.learner import Learner, LearnerError
 from coirl_ros.learning.weight_snapshot import write_snapshot
 from coirl_ros.nodes.control_messages import json_message, weights_message
@@ -257,10 +257,11 @@ class LearnerNode(Node):
     def _publish_snapshot(self) -> None:
         assert self.learner is not None
         snap = self.learner.snapshot()
+        data = snap.to_bytes()
         if self.snapshot_dir is not None:  # before publishing: a version the robot may run is on disk
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-            write_snapshot(self.snapshot_dir / f"v{snap.version}.weights", snap)
-        self.pub_weights.publish(weights_message(snap.to_bytes()))
+            write_snapshot(self.snapshot_dir / f"v{snap.version}.weights", snap, data)
+        self.pub_weights.publish(weights_message(data))
         self._last_publish = snap.updates
         _write_json_atomic(self.published_file, {"run_id": snap.run_id, "version": snap.version})
         self.get_logger().info(f"published weights v{snap.version} ({snap.updates} updates)")
@@ -343,9 +344,7 @@ class LearnerNode(Node):
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data).encode())
 
 
 def _finite(value: Any) -> Any:
@@ -363,4 +362,3 @@ def main(args: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -423,4 +423,27 @@ def train_local_bc_base(
         raise RuntimeError(f"local BC base training diverged (last losses {losses[-10:]})")
     return LocalBCBase(
         network, norm, config, store.spec.state_dim, store.spec.env_state_dim, action_dim, info
+    )
+
+
+def miscalibrated(base: LocalBCBase, offset_m: tuple[float, float, float]) -> LocalBCBase:
+    """The same frozen base, seeing the object `offset_m` (x, y, z) from where it is.
+
+    Its object-position normalisation is shifted, which is what deploying it with the statistics of
+    a cell calibrated differently does: the network is untouched and the shift is in its checkpoint,
+    so every node that loads the base (policy_node, the learner's demonstration filler) sees it.
+    """
+    if base.env_state_dim < 3:
+        raise ValueError(f"the base reads {base.env_state_dim} object values; an offset needs a position")
+    norm = base.norm
+    obs_mean = norm.obs_mean.copy()
+    obs_mean[base.state_dim : base.state_dim + 3] -= np.asarray(offset_m, dtype=obs_mean.dtype)
+    return LocalBCBase(
+        base.network,
+        replace(norm, obs_mean=obs_mean),
+        base.config,
+        base.state_dim,
+        base.env_state_dim,
+        base.action_dim,
+        base.info,
     )
