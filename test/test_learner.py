@@ -248,3 +248,51 @@ def test_csil_terminal_rows_bootstrap_cut_or_earn_the_demo_reward(
         assert value is not None and float(value) == pytest.approx(1.0 / (1.0 - cfg.gamma), rel=1e-5)
     else:
         assert torch.equal(done, batch["done"]) and value is None
+
+
+def test_reanchoring_needs_success_labels_and_a_method_that_imitates() -> None:
+    with pytest.raises(ValueError, match="successes_as_demos"):
+        _config(method="csil", reanchor_every_env_steps=100)
+    with pytest.raises(ValueError, match="method csil or bc"):
+        _config(method="sparse", successes_as_demos=True, reanchor_every_env_steps=100)
+
+
+@pytest.mark.parametrize("method", ["csil", "bc"])
+def test_reanchoring_restarts_coherent_on_the_demos_plus_the_successes(
+    mixed_store: EpisodeStore, method: str
+) -> None:
+    config = _config(
+        method=method, successes_as_demos=True, reanchor_every_env_steps=40, reanchor_bc_steps=50,
+        reanchor_critic_steps=20,
+    )  # fmt: skip
+    learner = Learner(config, mixed_store, scale=SCALE)
+    learner.pretrain()
+    assert learner.trains_online, "rollouts change a re-anchoring policy, whatever the method"
+    plain = TransitionSampler(mixed_store)
+    plain.refresh()
+    assert learner.sampler.num_transitions("demo") > plain.num_transitions("demo"), "successes join the demos"
+    bc_before = {k: v.clone() for k, v in learner.bc_policy.state_dict().items()}
+
+    learner.train(learner.add_env_steps(39))
+    assert learner.state.reanchors == 0, "not due before 40 env steps"
+    metrics = learner.train(learner.add_env_steps(1))
+    assert learner.state.reanchors == 1 and metrics["reanchor/count"] == 1.0
+    assert metrics["reanchor/demo_transitions"] == learner.sampler.num_transitions("demo")
+    assert learner.state.bc_steps == config.bc.steps + 50
+    bc_after = learner.bc_policy.state_dict()
+    assert any(not torch.equal(bc_before[k], bc_after[k]) for k in bc_after), "π_BC trained further"
+    # The prior and the reward restart as copies (CSIL's one update since has refined the reward a step).
+    for module in (learner.bc_prior,) if method == "csil" else (learner.bc_prior, learner.reward_policy):
+        for key, value in module.state_dict().items():
+            torch.testing.assert_close(value, bc_after[key], rtol=0, atol=0)
+
+    demo = learner._tensors(learner.sampler.sample(256, np.random.default_rng(6), "demo"))
+    with torch.no_grad():
+        p, q = learner.actor(demo["x"]), learner.bc_prior(demo["x"])
+        kl = float(gaussian_kl(p.mean, p.std, q.mean, q.std).mean())
+    if method == "bc":
+        assert kl == 0.0 and learner.state.updates == 0
+        return
+    # CSIL made one update after re-anchoring, at the first step of a restarted learning-rate warm-up.
+    assert learner.state.updates == 40 and kl < 1e-3, kl
+    assert learner.state.critic_pretrain_steps == config.critic.pretrain_steps + 20

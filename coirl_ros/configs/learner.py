@@ -102,6 +102,14 @@ class LearnerConfig(ConfigModel):
     # demonstrations in the demo half of each batch, so reward refinement raises their reward and the
     # gradient penalty flattens Q at their actions. Off = pure CSIL, which never reads success labels.
     successes_as_demos: bool = False
+    # Re-anchoring on successes (off: 0). Every this many env steps, pi_BC trains `reanchor_bc_steps`
+    # more steps on the demonstrations plus the successful rollouts (needs `successes_as_demos`), then
+    # the actor, the KL prior and the reward restart from it and the critic is re-fitted by SARSA for
+    # `reanchor_critic_steps`: a new coherent start on a larger demonstration set. With method `bc`
+    # it is success-filtered behaviour cloning (no RL), the baseline that says what RL adds to it.
+    reanchor_every_env_steps: Annotated[int, Field(ge=0)] = 0
+    reanchor_bc_steps: PositiveInt = 1_000
+    reanchor_critic_steps: Annotated[int, Field(ge=0)] = 1_000
     sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
     warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update
     bc: BCConfig = BCConfig()
@@ -109,3 +117,18 @@ class LearnerConfig(ConfigModel):
     publish_every_updates: PositiveInt = 500
     checkpoint_every_updates: PositiveInt = 2_000
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _reanchoring_needs_successes(self) -> LearnerConfig:
+        if self.reanchor_every_env_steps:
+            if not self.successes_as_demos:
+                raise ValueError(
+                    "reanchor_every_env_steps needs successes_as_demos: true (re-anchoring re-fits pi_BC on"
+                    " the demonstrations plus the successful rollouts)"
+                )
+            if self.method not in ("csil", "bc") or self.observation != "state":
+                raise ValueError(
+                    f"reanchor_every_env_steps works with method csil or bc on state observations,"
+                    f" not method {self.method} on {self.observation}"
+                )
+        return self

@@ -106,6 +106,7 @@ class TrainingState:
     env_steps: int = 0  # rollout transitions the learner has been told about (UTD bookkeeping)
     version: int = 0  # the last snapshot's version
     run_id: str = ""
+    reanchors: int = 0  # re-anchorings on successes done (`LearnerConfig.reanchor_every_env_steps`)
 
 
 class Learner:
@@ -212,20 +213,27 @@ class Learner:
         if self.encoder is not None:
             bc_params += list(self.encoder.parameters())
         self.bc_optim = torch.optim.Adam(bc_params, lr=cfg.bc.lr, fused=True)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True)
+        self.actor_optim, self.actor_schedule = self._actor_optimiser()
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
-        warmup = cfg.actor_warmup_updates
-        self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.actor_optim, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
         # SGD, as the reference: Adam's per-parameter scaling lets the reward drift far on rare states.
         self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
         # What acts in image mode: the (shared, not copied) encoder in front of the actor.
         self.image_actor = ImageResidualPolicy(self.encoder, self.actor) if self.encoder is not None else None
 
+    def _actor_optimiser(self) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+        """The actor's Adam and its linear learning-rate warm-up (see `actor_warmup_updates`)."""
+        warmup = self.config.actor_warmup_updates
+        optim = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor_lr, fused=True)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optim, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        return optim, schedule
+
     @property
     def trains_online(self) -> bool:
-        return self.config.method in ("csil", "sparse")
+        """Whether rollouts change the policy: RL methods, and BC when it re-anchors on successes."""
+        cfg = self.config
+        return cfg.method in ("csil", "sparse") or (cfg.method == "bc" and cfg.reanchor_every_env_steps > 0)
 
     # ---- data --------------------------------------------------------------------------------------
     def refresh(self) -> int:
@@ -356,21 +364,7 @@ class Learner:
         # The sparse baseline never uses π_BC in state mode (fresh actor, no prior): skip its training.
         # In image mode π_BC's BC loss is what trains the (then frozen) encoder every network uses.
         bc_steps = 0 if cfg.method == "sparse" and not self.image_mode else cfg.bc.steps
-        for step in range(1, bc_steps + 1):
-            if self.image_mode:
-                x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
-            else:
-                batch, _ = self._sample_demo(cfg.batch_size)
-                x, u = batch["x"], batch["u"]
-            loss, m = faithful_bc_loss(self.bc_policy, x, u)
-            self.bc_optim.zero_grad(set_to_none=True)
-            loss.backward()
-            self.bc_optim.step()
-            self.state.bc_steps = step
-            if step % 100 == 0 or step == bc_steps:
-                metrics |= {k: float(v) for k, v in m.items()}
-                if progress:
-                    progress("bc", step, bc_steps, metrics)
+        metrics |= self._fit_bc(bc_steps, progress)
         self.timings["bc_s"] = time.perf_counter() - start
         if self.image_mode:
             self._use_cached_features()
@@ -387,16 +381,42 @@ class Learner:
         self.state.phase = "pretrained"
         return metrics
 
+    def _fit_bc(
+        self, steps: int, progress: Callable[[str, int, int, Metrics], None] | None = None
+    ) -> Metrics:
+        """`steps` faithful-BC steps of π_BC (and, in image mode, the encoder) on the demo subset."""
+        cfg = self.config
+        metrics: Metrics = {}
+        for step in range(1, steps + 1):
+            if self.image_mode:
+                x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
+            else:
+                batch, _ = self._sample_demo(cfg.batch_size)
+                x, u = batch["x"], batch["u"]
+            loss, m = faithful_bc_loss(self.bc_policy, x, u)
+            self.bc_optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.bc_optim.step()
+            self.state.bc_steps += 1
+            if step % 100 == 0 or step == steps:
+                metrics = {k: float(v) for k, v in m.items()}
+                if progress:
+                    progress("bc", step, steps, metrics)
+        return metrics
+
     def _sample_demo(self, batch_size: int) -> tuple[dict[str, Tensor], int]:
         return self._tensors(self.sampler.sample(batch_size, self.rng, "demo")), batch_size
 
-    def _pretrain_critic(self, progress: Callable[[str, int, int, Metrics], None] | None) -> Metrics:
+    def _pretrain_critic(
+        self, progress: Callable[[str, int, int, Metrics], None] | None, steps: int | None = None
+    ) -> Metrics:
         cfg, c = self.config, self.config.critic
+        steps = c.pretrain_steps if steps is None else steps
         optim = torch.optim.Adam(self.critic.parameters(), lr=c.pretrain_lr)
         max_value = MAX_REWARD / (1.0 - cfg.gamma)
         metrics: Metrics = {}
         self.critic.train()
-        for step in range(1, c.pretrain_steps + 1):
+        for step in range(1, steps + 1):
             b, _ = self._sample_demo(cfg.batch_size)
             reward = coherent_reward(self.reward_policy, b["x"], b["u"], self.alpha)
             done, terminal_value = self._csil_terminals(b, reward)
@@ -409,11 +429,11 @@ class Learner:
             loss.backward()
             optim.step()
             self._after_critic_step()
-            self.state.critic_pretrain_steps = step
-            if step % 100 == 0 or step == c.pretrain_steps:
+            self.state.critic_pretrain_steps += 1
+            if step % 100 == 0 or step == steps:
                 metrics = {k: float(v) for k, v in m.items()}
                 if progress:
-                    progress("critic", step, c.pretrain_steps, metrics)
+                    progress("critic", step, steps, metrics)
         return metrics
 
     def _csil_terminals(self, b: dict[str, Tensor], demo_reward: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -451,7 +471,10 @@ class Learner:
         return self.updates_due() - before
 
     def updates_due(self) -> int:
-        """Updates owed so far: UTD × (env steps − warm-up), minus those already done."""
+        """Updates owed so far: UTD × (env steps − warm-up), minus those already done (none for BC,
+        whose only online work is re-anchoring: see `reanchor_due`)."""
+        if self.config.method == "bc":
+            return 0
         steps = max(0, self.state.env_steps - self.config.warmup_env_steps)
         return max(0, int(steps * self.config.utd_ratio) - self.state.updates)
 
@@ -476,11 +499,14 @@ class Learner:
 
     def train(self, updates: int) -> Metrics:
         """`updates` online gradient updates (critic, reward, actor); metrics averaged over them."""
-        if not self.trains_online or updates <= 0:
+        if not self.trains_online or (updates <= 0 and not self.reanchor_due):
             return {}
         if self.state.phase == "new":
             raise LearnerError("call pretrain() before train()")
         self.state.phase = "online"
+        reanchored = self._reanchor() if self.reanchor_due else {}
+        if self.config.method == "bc" or updates <= 0:
+            return reanchored
         totals: dict[str, float] = {}
         for _ in range(updates):
             m = self._update()
@@ -495,7 +521,41 @@ class Learner:
                     f"training diverged at update {self.state.updates}: "
                     + ", ".join(f"{k}={float(m[k])}" for k in bad)
                 )
-        return {k: v / updates for k, v in totals.items()}
+        return reanchored | {k: v / updates for k, v in totals.items()}
+
+    @property
+    def reanchor_due(self) -> bool:
+        """Whether enough env steps have passed for the next re-anchoring on successes."""
+        every = self.config.reanchor_every_env_steps
+        return every > 0 and self.state.env_steps // every > self.state.reanchors
+
+    def _reanchor(self) -> Metrics:
+        """A new coherent start on the demonstrations plus the successful rollouts so far.
+
+        π_BC trains further on the demo subset (which `successes_as_demos` extends); the KL prior,
+        the reward and the actor become copies of it, as after pre-training, so the actor restarts at
+        the optimum of its own objective; the actor's optimiser and learning-rate warm-up restart with
+        it (Adam's moments belong to the old actor); CSIL's critic is re-fitted by SARSA on the new
+        reward. The critic's weights are kept as its starting point: the values change little.
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        demo_transitions = self.sampler.num_transitions("demo")
+        metrics = self._fit_bc(cfg.reanchor_bc_steps)
+        for module in (self.bc_prior, self.reward_policy, self.actor):
+            module.load_state_dict(self.bc_policy.state_dict())
+        self.actor_optim, self.actor_schedule = self._actor_optimiser()
+        if cfg.method == "csil":
+            self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
+            metrics |= self._pretrain_critic(None, cfg.reanchor_critic_steps)
+        self.state.reanchors += 1
+        log.info(
+            "re-anchored (%d) on %d demonstration transitions (demos + successes) in %.1f s",
+            self.state.reanchors, demo_transitions, time.perf_counter() - start,
+        )  # fmt: skip
+        metrics["reanchor/count"] = float(self.state.reanchors)
+        metrics["reanchor/demo_transitions"] = float(demo_transitions)
+        return metrics
 
     def _update(self) -> dict[str, Tensor]:
         cfg = self.config

@@ -232,17 +232,20 @@ class LearnerNode(Node):
             if learner.refresh():
                 self._sync_env_steps()
             due = learner.updates_due()
-            if due <= 0:
+            if due <= 0 and not learner.reanchor_due:
                 self._set(status="waiting_for_rollouts")
                 time.sleep(self.poll_period)
                 continue
-            self._set(status="training")
+            self._set(status="reanchoring" if learner.reanchor_due else "training")
+            reanchors = learner.state.reanchors
             metrics = learner.train(min(due, self.slice))
             self._set(losses=metrics)
             updates = learner.state.updates
-            if updates - self._last_publish >= cfg.publish_every_updates:
+            # A re-anchoring replaces the policy wholesale: publish and checkpoint it at once.
+            reanchored = learner.state.reanchors != reanchors
+            if reanchored or updates - self._last_publish >= cfg.publish_every_updates:
                 self._publish_snapshot()
-            if updates - self._last_checkpoint >= cfg.checkpoint_every_updates:
+            if reanchored or updates - self._last_checkpoint >= cfg.checkpoint_every_updates:
                 self._save_checkpoint()
 
     def _sync_env_steps(self) -> None:
