@@ -5,7 +5,8 @@
 first CSV that has them as flat references. Also prints one table row per variant.
 
     python bench/plot_variants.py --out docs/results/lift_d20_off4cm/variants.png \
-        default=docs/results/lift_d20_off4cm/csil.csv beta1=docs/results/lift_d20_off4cm/sharp_b1.csv
+        default=docs/results/lift_d20_off4cm/csil.csv beta1=docs/results/lift_d20_off4cm/sharp_b1.csv \
+        filtered-bc=docs/results/lift_d20_off4cm/reanchor_bc.csv@bc
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ import matplotlib.pyplot as plt
 from coirl_ros.experiment import read_rows
 
 
-def parse_run(text: str) -> tuple[str, Path]:
-    label, sep, path = text.partition("=")
+def parse_run(text: str) -> tuple[str, Path, str | None]:
+    """label=path.csv, or label=path.csv@method to plot another method than --method from that CSV."""
+    label, sep, rest = text.partition("=")
+    path, _, method = rest.partition("@")
     if not sep or not label or not path:
-        raise argparse.ArgumentTypeError(f"runs are label=path.csv, got {text!r}")
+        raise argparse.ArgumentTypeError(f"runs are label=path.csv[@method], got {text!r}")
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"{path}: no such CSV")
-    return label, Path(path)
+    return label, Path(path), method or None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=parse_run, help="label=curves.csv")
+    p.add_argument("runs", nargs="+", type=parse_run, help="label=curves.csv[@method]")
     p.add_argument("--method", default="csil")
     p.add_argument("--title", default="")
     p.add_argument("--out", type=Path, required=True)
@@ -42,16 +45,17 @@ def main() -> None:
     references: dict[str, float] = {}
     print("| variant | seeds | eval episodes | success by env steps |")
     print("|---|---:|---:|---|")
-    for label, path in args.runs:
+    for label, path, run_method in args.runs:
+        method = run_method or args.method
         rows = read_rows(path)
         for ref in ("base", "bc"):
             mine = [r["success_rate"] for r in rows if r["method"] == ref]
             if mine and ref not in references:
                 references[ref] = mine[0]
-        rows = [r for r in rows if r["method"] == args.method]
+        rows = [r for r in rows if r["method"] == method]
         rows.sort(key=lambda r: (r["seed"], r["env_steps"]))
         if not rows:
-            raise SystemExit(f"{path}: no {args.method} rows")
+            raise SystemExit(f"{path}: no {method} rows")
         seeds = sorted({r["seed"] for r in rows})
         for seed in seeds:
             mine = [r for r in rows if r["seed"] == seed]
