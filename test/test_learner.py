@@ -276,7 +276,7 @@ def test_reanchoring_restarts_coherent_on_the_demos_plus_the_successes(
     learner.train(learner.add_env_steps(39))
     assert learner.state.reanchors == 0, "not due before 40 env steps"
     metrics = learner.train(learner.add_env_steps(1))
-    assert learner.state.reanchors == 1 and metrics["reanchor/count"] == 1.0
+    assert learner.state.reanchors == 1 and metrics["reanchor/period"] == 1.0
     assert metrics["reanchor/demo_transitions"] == learner.sampler.num_transitions("demo")
     assert learner.state.bc_steps == config.bc.steps + 50
     bc_after = learner.bc_policy.state_dict()
@@ -296,3 +296,7 @@ def test_reanchoring_restarts_coherent_on_the_demos_plus_the_successes(
     # CSIL made one update after re-anchoring, at the first step of a restarted learning-rate warm-up.
     assert learner.state.updates == 40 and kl < 1e-3, kl
     assert learner.state.critic_pretrain_steps == config.critic.pretrain_steps + 20
+    # After an outage of several periods (a learner node restarted late), one re-anchoring covers them.
+    learner.train(learner.add_env_steps(130))
+    assert learner.state.reanchors == 4, "170 env steps: periods 2-4 are covered by one re-anchoring"
+    assert learner.state.critic_pretrain_steps == config.critic.pretrain_steps + 40

@@ -106,7 +106,10 @@ class TrainingState:
     env_steps: int = 0  # rollout transitions the learner has been told about (UTD bookkeeping)
     version: int = 0  # the last snapshot's version
     run_id: str = ""
-    reanchors: int = 0  # re-anchorings on successes done (`LearnerConfig.reanchor_every_env_steps`)
+    # Re-anchoring periods (`LearnerConfig.reanchor_every_env_steps`) covered. One re-anchoring covers
+    # every period passed since the last: a learner restarted after a long outage re-fits once, on all
+    # the data, instead of once per missed period.
+    reanchors: int = 0
 
 
 class Learner:
@@ -548,12 +551,12 @@ class Learner:
         if cfg.method == "csil":
             self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
             metrics |= self._pretrain_critic(None, cfg.reanchor_critic_steps)
-        self.state.reanchors += 1
+        self.state.reanchors = self.state.env_steps // cfg.reanchor_every_env_steps
         log.info(
-            "re-anchored (%d) on %d demonstration transitions (demos + successes) in %.1f s",
-            self.state.reanchors, demo_transitions, time.perf_counter() - start,
+            "re-anchored at %d env steps on %d demonstration transitions (demos + successes) in %.1f s",
+            self.state.env_steps, demo_transitions, time.perf_counter() - start,
         )  # fmt: skip
-        metrics["reanchor/count"] = float(self.state.reanchors)
+        metrics["reanchor/period"] = float(self.state.reanchors)
         metrics["reanchor/demo_transitions"] = float(demo_transitions)
         return metrics
 
