@@ -143,3 +143,31 @@ def test_publishes_weights_and_resumes_after_sigkill(setup: dict[str, Path], ros
             code = second.stop()  # SIGINT: a clean shutdown checkpoints what it learned
         assert code == 0, second.output
         assert checkpoint_updates(setup["checkpoint"]) >= paused["updates"]
+
+
+def test_a_reanchoring_bc_learner_publishes_each_reanchoring_and_then_waits(
+    setup: dict[str, Path], ros_env: dict[str, str]
+) -> None:
+    """Success-filtered BC (`method: bc` + re-anchoring) makes no gradient updates: the node must still
+    publish and checkpoint each re-anchoring, and then wait for rollouts instead of spinning."""
+    config = yaml.safe_load((setup["root"] / "learner.yaml").read_text())
+    config.update(method="bc", successes_as_demos=True, reanchor_every_env_steps=50, reanchor_bc_steps=30)
+    (setup["root"] / "learner.yaml").write_text(yaml.safe_dump(config))
+    with RosProbe(ros_env) as probe:
+        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
+        probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)
+        node = start(setup, ros_env)
+        try:
+            # The store already holds 10 rollouts (> 50 env steps): one re-anchoring covers them.
+            probe.wait_for(WEIGHTS_TOPIC, 2, timeout=90)
+            waiting = wait_metrics(probe, lambda m: m["status"] == "waiting_for_rollouts" and m["reanchors"])
+        finally:
+            code = node.stop()
+        assert code == 0, node.output
+    pretrained, reanchored = snapshots(probe)[:2]
+    assert (pretrained.version, reanchored.version) == (1, 2) and reanchored.updates == 0
+    assert any(not torch.equal(pretrained.tensors[k], t) for k, t in reanchored.tensors.items())
+    assert waiting["updates"] == 0 and waiting["bc_steps"] == 50 + 30
+    assert waiting["demo_transitions"] > 0 and "re-anchored at" in node.output
+    state = torch.load(setup["checkpoint"], map_location="cpu", weights_only=False)["state"]
+    assert state["reanchors"] == waiting["env_steps"] // 50

@@ -243,6 +243,11 @@ class LearnerNode(Node):
             updates = learner.state.updates
             # A re-anchoring replaces the policy wholesale: publish and checkpoint it at once.
             reanchored = learner.state.reanchors != reanchors
+            if reanchored:
+                self.get_logger().info(
+                    f"re-anchored at {learner.state.env_steps} env steps on"
+                    f" {learner.sampler.num_transitions('demo')} demo transitions (demos + successes)"
+                )
             if reanchored or updates - self._last_publish >= cfg.publish_every_updates:
                 self._publish_snapshot()
             if reanchored or updates - self._last_checkpoint >= cfg.checkpoint_every_updates:
@@ -323,6 +328,7 @@ class LearnerNode(Node):
                 "run_id": state.run_id,
                 "bc_steps": state.bc_steps,
                 "critic_pretrain_steps": state.critic_pretrain_steps,
+                "reanchors": state.reanchors,
                 "updates_per_s": round(rate, 2),
                 "demo_transitions": learner.sampler.num_transitions("demo"),
                 "rollout_transitions": learner.sampler.num_transitions("rollout"),
