@@ -360,13 +360,10 @@ class WeightSnapshot:
 # -------------------------------------------------------------------- files
 
 
-def write_snapshot(path: str | os.PathLike[str], snapshot: WeightSnapshot, data: bytes | None = None) -> Path:
-    """Write `snapshot` to `path` atomically (`write_atomically`); returns the path.
-
-    `data`: the snapshot's `to_bytes()` when the caller already has them (the learner node publishes
-    the same bytes), so a large snapshot is serialised once.
-    """
-    return write_atomically(path, snapshot.to_bytes() if data is None else data)
+def write_snapshot(path: str | os.PathLike[str], snapshot: WeightSnapshot) -> Path:
+    """Write `snapshot` to `path` atomically (`write_atomically`: a reader sees the old snapshot or the
+    new one, never a torn file, even across a power cut); returns the path."""
+    return write_atomically(path, snapshot.to_bytes())
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> WeightSnapshot:

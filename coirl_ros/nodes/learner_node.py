@@ -40,7 +40,6 @@ from coirl_ros.data import EpisodeStore, StoreError
 from coirl_ros.data.episode_store import Episode
 from coirl_ros.durable_files import write_atomically
 from coirl_ros.learning.learner import Learner, LearnerError
-from coirl_ros.learning.weight_snapshot import write_snapshot
 from coirl_ros.nodes.control_messages import json_message, weights_message
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
@@ -268,7 +267,8 @@ class LearnerNode(Node):
         data = snap.to_bytes()
         if self.snapshot_dir is not None:  # before publishing: a version the robot may run is on disk
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-            write_snapshot(self.snapshot_dir / f"v{snap.version}.weights", snap, data)
+            # The bytes being published, written as `write_snapshot` would: serialised once.
+            write_atomically(self.snapshot_dir / f"v{snap.version}.weights", data)
         self.pub_weights.publish(weights_message(data))
         self._last_publish = snap.updates
         _write_json_atomic(self.published_file, {"run_id": snap.run_id, "version": snap.version})
