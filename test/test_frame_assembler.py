@@ -100,6 +100,29 @@ def test_a_camera_behind_by_more_than_its_period_gives_the_newest_frame_once_sta
     assert frame[image_key("front")].mean() == 0
 
 
+def test_a_camera_with_no_frame_yet_is_waited_for_even_when_states_move_on() -> None:
+    """The first frames of a best-effort stream can be lost to discovery, or queued behind states:
+    states moving on must not skip a step whose camera has delivered nothing at or before it."""
+    a = assembler()
+    for k in range(4):
+        observe(a, k, image=False)
+    a.submit(step(0), now=0.0)
+    assert a.drain(now=0.1) == []  # 150 ms of states past it, but no frame at all: wait
+    a.add_image("front", t(0) - 0.01, np.full((4, 6, 3), 7, np.uint8))
+    [(_, frame)] = a.drain(now=0.1)
+    assert frame[image_key("front")].mean() == 7
+    a.submit(step(1), now=1.0)
+    [(_, frame1)] = a.drain(now=1.0)  # a frame at or before exists now: states moving on settle it
+    assert frame1[image_key("front")].mean() == 7
+    b = assembler()
+    for k in range(4):
+        observe(b, k, image=False)
+    b.submit(step(0), now=0.0)
+    assert b.drain(now=WAIT - 0.01) == []
+    [(_, skip)] = b.drain(now=WAIT)  # a camera that never delivers: skipped after step_wait_s
+    assert isinstance(skip, Skip) and skip.kind == "no_image"
+
+
 def test_stale_frames_and_wrong_sizes_are_refused() -> None:
     a = FrameAssembler(SPEC, {"front": FPS}, step_wait_s=WAIT, max_image_lag_s=0.08)
     observe(a, 0)

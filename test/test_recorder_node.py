@@ -129,8 +129,13 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
     with NodeProcess("recorder_node", ros_env, params) as rec, RosProbe(ros_env) as probe:
         probe.subscribe(String, EPISODE_TOPIC)
         feed = Feeder(probe, camera_size=(12, 16))  # the camera publishes 16x12: recorded resized to 32x24
-        for k in range(3):
-            feed.observation(k)
+        # Best-effort frames published before the recorder has matched the camera's writer are
+        # lost (no handshake): republish until it has one, so the episode's first step has a frame.
+        for _ in range(100):
+            for k in range(3):
+                feed.observation(k)
+            if rec.wait_output("recorded resized to 32x24", timeout=0.2):
+                break
         feed.step(2)  # before the start: not part of the episode
         assert rec.wait_output("policy version 3"), rec.output  # the recorder has it
         start = probe.call(Trigger, "/recorder/start")

@@ -10,7 +10,8 @@ frame only once its observation is complete:
 - environment state (sim): likewise, by stamp;
 - each camera: the newest frame at or before the observation, once a frame at or after it has
   arrived (so no fresher one can still be in flight) or the state stream has moved 1.5 camera
-  periods past the observation, and no more than `max_image_lag_s` older than the observation.
+  periods past the observation, and no more than `max_image_lag_s` older than the observation;
+  while the camera has no frame at or before it at all, the step waits up to `step_wait_s`.
 
 That last wait is counted in stamps, not wall time: a recorder that stalls (a busy machine) finds
 frames and states queued when it resumes, and must not take an older frame just because the wall
@@ -170,6 +171,11 @@ class FrameAssembler:
                 return None
             image = buffer.at_or_before(t + self.tolerance)
             if image is None:
+                # The states moving on says no *fresher* frame is coming, not that none at all is: a
+                # stream that has not delivered one yet (just subscribed, the first frames lost to
+                # discovery) gets step_wait_s of wall time like a missing state.
+                if not expired:
+                    return None
                 return Skip("no_image", f"no {camera} frame at or before {t:.6f}")
             if t - image[0] > self.max_image_lag_s:
                 return Skip(
