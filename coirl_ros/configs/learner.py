@@ -110,6 +110,12 @@ class LearnerConfig(ConfigModel):
     reanchor_every_env_steps: Annotated[int, Field(ge=0)] = 0
     reanchor_bc_steps: PositiveInt = 1_000
     reanchor_critic_steps: Annotated[int, Field(ge=0)] = 1_000
+    # CSIL + the success label (off: 0). Added to the coherent reward on a success's terminal frame
+    # (the recorded reward 1: sim success, or the operator's label), which absorbing terminals make
+    # worth success_reward / (1 - gamma) more: the coherent reward says "act like the demonstrations",
+    # and cannot tell a grasp that holds from one that slips when both look alike. Pure CSIL reads no
+    # success labels; this trades that for the task's own signal.
+    success_reward: Annotated[float, Field(ge=0)] = 0.0
     sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
     warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update
     bc: BCConfig = BCConfig()
@@ -117,6 +123,15 @@ class LearnerConfig(ConfigModel):
     publish_every_updates: PositiveInt = 500
     checkpoint_every_updates: PositiveInt = 2_000
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _success_reward_is_csil(self) -> LearnerConfig:
+        if self.success_reward and self.method != "csil":
+            raise ValueError(
+                f"success_reward adds to CSIL's coherent reward; method {self.method} has none"
+                " (the sparse baseline's reward is the success label alone)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _reanchoring_needs_successes(self) -> LearnerConfig:

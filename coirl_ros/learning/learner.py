@@ -421,7 +421,9 @@ class Learner:
         self.critic.train()
         for step in range(1, steps + 1):
             b, _ = self._sample_demo(cfg.batch_size)
-            reward = coherent_reward(self.reward_policy, b["x"], b["u"], self.alpha)
+            reward = self._with_success_reward(
+                coherent_reward(self.reward_policy, b["x"], b["u"], self.alpha), b
+            )
             done, terminal_value = self._csil_terminals(b, reward)
             batch = CriticBatch(b["x"], b["u"], b["next_x"], b["next_u"], done)
             loss, m = sarsa_pretrain_loss(
@@ -438,6 +440,12 @@ class Learner:
                 if progress:
                     progress("critic", step, steps, metrics)
         return metrics
+
+    def _with_success_reward(self, reward: Tensor, b: dict[str, Tensor]) -> Tensor:
+        """CSIL's reward plus `success_reward` on success terminals (the recorded reward 1)."""
+        if not self.config.success_reward:
+            return reward
+        return reward + self.config.success_reward * b["success"]
 
     def _csil_terminals(self, b: dict[str, Tensor], demo_reward: Tensor) -> tuple[Tensor, Tensor | None]:
         """CSIL's TD `done` and the value credited at terminal rows (None: nothing).
@@ -574,7 +582,7 @@ class Learner:
             reward_full = coherent_reward(
                 self.reward_policy, b["x"], b["u"], self.alpha, requires_grad=refine
             )
-            reward = reward_full.detach()
+            reward = self._with_success_reward(reward_full.detach(), b)  # refinement sees no bonus
             done, terminal_value = self._csil_terminals(b, reward[: max(n_demo, 1)])
             batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, done)
             with torch.no_grad():

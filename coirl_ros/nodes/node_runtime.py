@@ -10,8 +10,10 @@ busy loop, see there).
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -77,6 +79,18 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
 
     A node that has finished its work (episode_driver) sets `self.exit_code`; the loop then ends.
     """
+    spinning = False
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        # While spinning, rclpy's handler (installed by rclpy.init after this one, and chaining to
+        # it) has already shut the context down, and the loop ends between callbacks. Raising
+        # KeyboardInterrupt there instead would land at an arbitrary bytecode: inside a callback
+        # halfway through a store write, or inside rclpy (a half-built Task whose __del__ then
+        # prints a traceback). Building or closing the node, Ctrl-C interrupts as usual.
+        if not spinning:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     rclpy.init(args=list(args) if args is not None else None)
     node: Node | None = None
     code = 0
@@ -84,6 +98,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         node = factory()
         executor = ThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
+        spinning = True
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
             exit_code = getattr(node, "exit_code", None)
@@ -96,6 +111,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         print(f"configuration error:\n{err}", file=sys.stderr)
         code = 2
     finally:
+        spinning = False
         if node is not None:
             close = getattr(node, "close", None)
             try:
@@ -105,4 +121,5 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
                 print("interrupted during shutdown", file=sys.stderr)
             node.destroy_node()
         rclpy.try_shutdown()
+        signal.signal(signal.SIGINT, previous)
     return code
