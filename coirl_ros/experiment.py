@@ -52,6 +52,7 @@ from coirl_ros.data import EpisodeStore
 from coirl_ros.learning.image_policy import ImageResidualPolicy
 from coirl_ros.learning.learner import Learner
 from coirl_ros.learning.residual_policy import ResidualPolicy
+from coirl_ros.policies.base_policy import check_calibration_offset
 from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy
 from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, miscalibrated, train_local_bc_base
 from coirl_ros.sim.demos import generate_demos
@@ -104,8 +105,7 @@ class ExperimentConfig:
             raise ValueError(f"image_size must be >= 0, got {self.image_size}")
         if not 0.0 <= self.explore_temperature <= 1.0:
             raise ValueError(f"explore_temperature must be in [0, 1], got {self.explore_temperature}")
-        if not abs(self.base_offset_m) < 0.5:
-            raise ValueError(f"base_offset_m is in metres and must be within +-0.5, got {self.base_offset_m}")
+        check_calibration_offset(self.base_offset_m)
 
     @property
     def task_dir(self) -> Path:

@@ -41,6 +41,7 @@ from coirl_ros.configs import LearnerConfig, PolicyConfig, load_config
 from coirl_ros.data import EpisodeStore
 from coirl_ros.graph import build_graph, resolve_config
 from coirl_ros.launcher import launch_environment, run_graph
+from coirl_ros.policies.base_policy import check_calibration_offset
 
 MARKER = ".coirl_demo"  # marks an output folder this demo may clear on the next run
 
@@ -77,8 +78,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if min(self.demos, self.eval_episodes, self.train_episodes, self.base_steps) <= 0:
             raise ValueError("demos, eval_episodes, train_episodes and base_steps must be positive")
-        if not abs(self.base_offset_m) <= 0.1:
-            raise ValueError(f"base_offset_m must be within +-0.1 m, got {self.base_offset_m}")
+        check_calibration_offset(self.base_offset_m)
 
 
 class DemoError(RuntimeError):

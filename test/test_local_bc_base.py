@@ -177,3 +177,5 @@ def test_the_miscalibrated_base_sees_the_object_offset_and_keeps_it_in_its_check
     no_object = LocalBCBase(build_network(8, 7, 4, (16,)), norm, config, 8, 0, 7)
     with pytest.raises(ValueError, match="needs a position"):
         miscalibrated(no_object, (0.0, 0.04, 0.0))
+    with pytest.raises(ValueError, match=r"metres and must be within \+-0.1"):
+        miscalibrated(base, (0.0, 4.0, 0.0))  # centimetres typed as metres

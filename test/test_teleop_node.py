@@ -56,8 +56,15 @@ def test_joy_drives_the_robot_only_during_episodes(ros_env: dict[str, str]) -> N
             probe.wait_subscribers(pub_episode)
             pub_episode.publish(String(data=json.dumps({"event": "start", "index": 0})))
             steps = [decode_step(m) for m in probe.wait_for(STEP_TOPIC, 10, timeout=20)]
+            executed = np.array([s.executed for s in steps])
+            np.testing.assert_array_equal(executed[:, :6], np.tile([1.0, 0, 0, 0, 0, 0], (len(steps), 1)))
+            # The episode starts with the gripper open (as the sim resets it); the held button closes it
+            # at the device's next message (20 Hz here), so at most the first tick or two are open.
+            opened = int(np.argmax(executed[:, 6] > 0))
+            assert (
+                opened <= 2 and np.all(executed[:opened, 6] == -1.0) and np.all(executed[opened:, 6] == 1.0)
+            )
             for s in steps:
-                np.testing.assert_array_equal(s.executed, [1.0, 0, 0, 0, 0, 0, 1.0])
                 assert not np.any(s.base) and not np.any(s.residual) and s.policy_version == 0
             np.testing.assert_array_equal(probe.got(TELEOP_TOPIC)[-1].data, steps[-1].executed)
             # The TCP command leads the (unmoving) measured TCP along +x, up to the lead clamp.

@@ -26,3 +26,16 @@ class BasePolicy(Protocol):
     def reset(self) -> None:
         """Forget any per-episode state (e.g. observation history)."""
         ...
+
+
+# A calibration error beyond 10 cm is a broken cell (the lift table's cube is 4 cm), not the
+# miscalibration a residual is meant to absorb; every entry point checks against this one bound.
+MAX_CALIBRATION_OFFSET_M = 0.1
+
+
+def check_calibration_offset(offset_m: float) -> None:
+    """Raise ValueError unless an offset (metres, per axis) is one `miscalibrated` accepts."""
+    if not abs(offset_m) <= MAX_CALIBRATION_OFFSET_M:
+        raise ValueError(
+            f"base offset is in metres and must be within +-{MAX_CALIBRATION_OFFSET_M:g}, got {offset_m}"
+        )

@@ -40,6 +40,7 @@ from torch import nn
 
 from coirl_ros.constants import ACTION, DEMO_SOURCES, OBS_ENV_STATE, OBS_STATE
 from coirl_ros.data import EpisodeStore
+from coirl_ros.policies.base_policy import check_calibration_offset
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -435,6 +436,8 @@ def miscalibrated(base: LocalBCBase, offset_m: tuple[float, float, float]) -> Lo
     """
     if base.env_state_dim < 3:
         raise ValueError(f"the base reads {base.env_state_dim} object values; an offset needs a position")
+    for axis in offset_m:
+        check_calibration_offset(axis)
     norm = base.norm
     obs_mean = norm.obs_mean.copy()
     obs_mean[base.state_dim : base.state_dim + 3] -= np.asarray(offset_m, dtype=obs_mean.dtype)
