@@ -30,6 +30,8 @@ from rclpy.node import Node
 
 from coirl_ros.configs.loading import ConfigError
 
+SHUTDOWN_WAIT_S = 5.0  # for callbacks still running when the spin ends (a hung one is left behind)
+
 
 def stamp_seconds(stamp: Time) -> float:
     """builtin_interfaces/Time -> float seconds."""
@@ -73,6 +75,20 @@ class ThreadedExecutor(MultiThreadedExecutor):
                 self._futures.remove(future)
                 future.result()  # a callback's exception ends the spin, as in rclpy
 
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        """Wait (up to `timeout_sec`) for running callbacks, then shut the thread pool down.
+
+        rclpy 7.1 neither waits (its check of outstanding work sits behind `if not _is_shutdown`,
+        just after setting it) nor stops the pool, whose threads would then finish queued callbacks
+        while the node closes, or even while the interpreter exits. A callback still running after
+        the timeout is left to finish on its own rather than hang the shutdown. Callbacks already
+        queued still run (cancelled, their handler coroutines would never be awaited).
+        """
+        finished = self._work_tracker.wait(timeout_sec)
+        self._executor.shutdown(wait=finished)  # before rclpy's: queued handlers still use its guard
+        super().shutdown(0)
+        return finished
+
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 1) -> int:
     """rclpy.init, build, spin until shutdown, close; returns the process exit code.
@@ -82,17 +98,18 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
     spinning = False
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
-        # While spinning, rclpy's handler (installed by rclpy.init after this one, and chaining to
-        # it) has already shut the context down, and the loop ends between callbacks. Raising
-        # KeyboardInterrupt there instead would land at an arbitrary bytecode: inside a callback
-        # halfway through a store write, or inside rclpy (a half-built Task whose __del__ then
-        # prints a traceback). Building or closing the node, Ctrl-C interrupts as usual.
+        # rclpy's handler (installed by rclpy.init after this one) shuts the context down and then
+        # chains to this one, but not to Python's default: without it a Ctrl-C while the node was
+        # being built (loading a model) went unnoticed until the build ended, and a second Ctrl-C
+        # could not cut a slow close() short. While spinning, nothing is raised: the loop ends
+        # between callbacks, never halfway through one (a store write).
         if not spinning:
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     rclpy.init(args=list(args) if args is not None else None)
     node: Node | None = None
+    executor: SingleThreadedExecutor | ThreadedExecutor | None = None
     code = 0
     try:
         node = factory()
@@ -112,6 +129,8 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         code = 2
     finally:
         spinning = False
+        if executor is not None:  # no callback runs from here on: close() has the node to itself
+            executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S)
         if node is not None:
             close = getattr(node, "close", None)
             try:
@@ -120,6 +139,10 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
             except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now (stores stay consistent)
                 print("interrupted during shutdown", file=sys.stderr)
             node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            rclpy.try_shutdown()
+        except RuntimeError:  # rclpy's signal handler shut the context down between its check and ours
+            if rclpy.ok():
+                raise
         signal.signal(signal.SIGINT, previous)
     return code

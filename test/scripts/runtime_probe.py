@@ -1,0 +1,40 @@
+"""A node run by `run_node`, for test_node_runtime.py: `slow_build` takes 60 s to build; `busy` spins two
+threads whose timer callbacks each take 0.3 s, and reports at close() how many were still running."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rclpy.node import Node
+
+from coirl_ros.nodes.node_runtime import run_node
+
+
+class BusyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("runtime_probe")
+        self.running = 0
+        self.ran = 0
+        self.create_timer(0.05, self.tick)
+        print("spinning", flush=True)
+
+    def tick(self) -> None:
+        self.running += 1
+        time.sleep(0.3)
+        self.ran += 1
+        self.running -= 1
+
+    def close(self) -> None:
+        print(f"closed with {self.running} callbacks running after {self.ran}", flush=True)
+
+
+def slow_build() -> Node:
+    print("building", flush=True)
+    time.sleep(60)
+    return Node("runtime_probe")
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    sys.exit(run_node(slow_build if mode == "slow_build" else BusyNode, threads=2))
