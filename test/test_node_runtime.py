@@ -1,7 +1,6 @@
 """The nodes' executor and main loop: with every pool thread busy, a ready callback is queued once and
 then run, never handed to the pool over and over (rclpy 7.1's MultiThreadedExecutor does that:
-ros2/rclpy#1452); Ctrl-C interrupts a node still being built, and one that spins closes only after
-its running callbacks have finished."""
+ros2/rclpy#1452); on Ctrl-C a node closes only after its running callbacks have finished."""
 
 from __future__ import annotations
 
@@ -79,37 +78,16 @@ def test_a_callback_waiting_for_a_busy_pool_is_submitted_once_and_runs(node: Nod
         executor.shutdown()
 
 
-def _interrupt_after(
-    mode: str, line: str, ros_env: dict[str, str], delay_s: float = 0.0
-) -> tuple[int, str, float]:
-    """Run the probe, Ctrl-C it once it printed `line` (and `delay_s` later): exit code, output, seconds
-    from the Ctrl-C to the exit."""
-    proc = subprocess.Popen(
-        [sys.executable, str(PROBE), mode],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen = [proc.stdout.readline() for _ in range(1)]
-    assert seen[0].strip() == line, seen
-    time.sleep(delay_s)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    return proc.returncode, out, time.monotonic() - sent
-
-
-@pytest.mark.ros
-def test_ctrl_c_interrupts_a_node_still_being_built(ros_env: dict[str, str]) -> None:
-    code, out, took = _interrupt_after("slow_build", "building", ros_env)
-    assert code == 0 and "Traceback" not in out, out
-    assert took < 30, f"the 60 s build was not interrupted ({took:.0f} s)"
-
-
 @pytest.mark.ros
 def test_a_spinning_node_closes_after_its_running_callbacks(ros_env: dict[str, str]) -> None:
-    code, out, _ = _interrupt_after("busy", "spinning", ros_env, delay_s=1.0)
-    assert code == 0 and "Traceback" not in out, out
+    proc = subprocess.Popen(
+        [sys.executable, str(PROBE)], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.strip() == "spinning", first
+    time.sleep(1.0)  # callbacks running on both threads
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in out, out
     assert "closed with 0 callbacks running" in out, out

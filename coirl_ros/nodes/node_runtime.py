@@ -10,10 +10,8 @@ busy loop, see there).
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -95,18 +93,6 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
 
     A node that has finished its work (episode_driver) sets `self.exit_code`; the loop then ends.
     """
-    spinning = False
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        # rclpy's handler (installed by rclpy.init after this one) shuts the context down and then
-        # chains to this one, but not to Python's default: without it a Ctrl-C while the node was
-        # being built (loading a model) went unnoticed until the build ended, and a second Ctrl-C
-        # could not cut a slow close() short. While spinning, nothing is raised: the loop ends
-        # between callbacks, never halfway through one (a store write).
-        if not spinning:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
     rclpy.init(args=list(args) if args is not None else None)
     node: Node | None = None
     executor: SingleThreadedExecutor | ThreadedExecutor | None = None
@@ -115,7 +101,6 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         node = factory()
         executor = ThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
-        spinning = True
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.2)
             exit_code = getattr(node, "exit_code", None)
@@ -128,7 +113,6 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         print(f"configuration error:\n{err}", file=sys.stderr)
         code = 2
     finally:
-        spinning = False
         if executor is not None:  # no callback runs from here on: close() has the node to itself
             executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S)
         if node is not None:
@@ -144,5 +128,4 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         except RuntimeError:  # rclpy's signal handler shut the context down between its check and ours
             if rclpy.ok():
                 raise
-        signal.signal(signal.SIGINT, previous)
     return code

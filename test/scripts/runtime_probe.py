@@ -1,5 +1,5 @@
-"""A node run by `run_node`, for test_node_runtime.py: `slow_build` takes 60 s to build; `busy` spins two
-threads whose timer callbacks each take 0.3 s, and reports at close() how many were still running."""
+"""A node run by `run_node`, for test_node_runtime.py: two executor threads whose timer callbacks each
+take 0.3 s; close() reports how many were still running."""
 
 from __future__ import annotations
 
@@ -29,12 +29,5 @@ class BusyNode(Node):
         print(f"closed with {self.running} callbacks running after {self.ran}", flush=True)
 
 
-def slow_build() -> Node:
-    print("building", flush=True)
-    time.sleep(60)
-    return Node("runtime_probe")
-
-
 if __name__ == "__main__":
-    mode = sys.argv[1]
-    sys.exit(run_node(slow_build if mode == "slow_build" else BusyNode, threads=2))
+    sys.exit(run_node(BusyNode, threads=2))
