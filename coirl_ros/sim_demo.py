@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from coirl_ros.configs import LearnerConfig, PolicyConfig, load_config
@@ -401,7 +402,6 @@ def plot(evaluations: list[dict], training: list[dict], png: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1.2, 1.5]})
     names = ["base\nalone", "+ residual\nstart (π_BC)", "+ fine-tuned\nresidual"]
