@@ -54,7 +54,7 @@ def main() -> None:
         first = [s for steps, s in episodes if steps <= last / 2]
         second = [s for steps, s in episodes if steps > last / 2]
         p1, p2 = rate(first), rate(second)
-        se = math.sqrt(p1 * (1 - p1) / len(first) + p2 * (1 - p2) / max(len(second), 1))
+        se = math.sqrt(p1 * (1 - p1) / max(len(first), 1) + p2 * (1 - p2) / max(len(second), 1))
         print(f"{label}: per {args.window} steps: " + " / ".join(cells))
         print(
             f"  first half {100 * p1:.0f}% of {len(first)}, second half {100 * p2:.0f}% of {len(second)}"
