@@ -279,6 +279,36 @@ def test_success_reward_lands_on_success_terminals_and_raises_their_value(demo_s
     assert gain_success > gain_rest + 1.5, values
 
 
+def test_n_step_targets_sum_the_window_and_discount_the_bootstrap(mixed_store: EpisodeStore) -> None:
+    n, bonus = 4, 2.0
+    cfg = _config(method="csil", n_step=n, success_reward=bonus, gamma=0.9)
+    learner = Learner(cfg, mixed_store, scale=SCALE)
+    learner.refresh()
+    window, mask, n_demo = learner._sample_windows(256, n)
+    assert n_demo == 128 and len(window) == n and mask.shape == (256, n)
+    rewards = torch.stack([learner._csil_reward(step) for step in window], dim=1)  # [B, n]
+    total, discount = learner._n_step_return(rewards[:, 0], window, mask, learner._csil_reward)
+    length = mask.sum(dim=1).long()
+    assert set(length.tolist()) >= {1, n}, "some windows run their length, some are cut by an episode's end"
+    for row in range(256):
+        k = int(length[row])
+        assert torch.equal(mask[row], (torch.arange(n) < k).float()), "a window is a prefix"
+        expected = sum(cfg.gamma**i * float(rewards[row, i]) for i in range(k))
+        assert float(total[row]) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+        assert float(discount[row]) == pytest.approx(cfg.gamma**k, rel=1e-6)
+        # A window never runs past a success: only its last step may be terminal, and the bonus sits there.
+        assert not any(float(window[i]["done"][row]) for i in range(k - 1))
+        bonus_part = sum(cfg.gamma**i * bonus * float(window[i]["success"][row]) for i in range(k))
+        assert bonus_part == pytest.approx(bonus * cfg.gamma ** (k - 1) * float(window[-1]["success"][row]))
+    assert (window[-1]["success"] > 0).any(), "the draw includes windows that end in a success"
+    # Both methods pre-train and train on n-step targets.
+    learner.pretrain()
+    assert np.isfinite(learner.train(5)["losses/critic_td_ce"])
+    sparse = Learner(_config(method="sparse", n_step=n), mixed_store, scale=SCALE)
+    sparse.pretrain()
+    assert 0.0 <= sparse.train(5)["critic/target_mean"] <= 1.0
+
+
 def test_reanchoring_needs_success_labels_and_a_method_that_imitates() -> None:
     with pytest.raises(ValueError, match="successes_as_demos"):
         _config(method="csil", reanchor_every_env_steps=100)

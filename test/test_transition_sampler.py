@@ -182,3 +182,39 @@ def test_without_follow_labels_the_recorded_arrays_are_used(tmp_path: Path) -> N
     store.relabel(1, True)
     sampler.refresh()
     assert sampler.num_transitions() == 2 * 4
+
+
+def test_windows_follow_their_episode_and_stop_at_its_last_transition(store: EpisodeStore) -> None:
+    record(store, episodes=1, frames=6)  # unfinished: transitions t = 0..4 (frame 5 has no successor)
+    with store.writer() as writer:  # a success: transitions t = 0..3, the terminal frame 3 included
+        writer.begin_episode("lift", "policy")
+        for t in range(4):
+            writer.add_frame(make_frame(store.spec, 1, t, **{DONE: t == 3, REWARD: float(t == 3)}))
+        writer.save_episode(success=True)
+    sampler = TransitionSampler(store)
+    sampler.refresh()
+    horizon = 3
+    steps, mask = sampler.sample_windows(400, np.random.default_rng(4), horizon=horizon)
+    ep, t0 = steps[0]["episode_index"], steps[0]["frame_index"]
+    last_transition = np.where(ep == 0, 4, 3)
+    length = np.minimum(horizon, last_transition - t0 + 1)
+    assert set(length) == {1, 2, 3}, "the draw covers windows cut short by either ending"
+    np.testing.assert_array_equal(mask.sum(axis=1), length)
+    np.testing.assert_array_equal(mask, np.arange(horizon) < length[:, None])
+    for i, step in enumerate(steps):
+        t = t0 + np.minimum(i, length - 1)  # past its end a window repeats its last transition
+        np.testing.assert_array_equal(step["episode_index"], ep)
+        np.testing.assert_array_equal(step[OBS_STATE][:, 0], ep * 1000 + t)
+    # The bootstrap after the window: the next frame, or the terminal frame itself.
+    terminal = (ep == 1) & (t0 + length - 1 == 3)
+    successor = steps[-1]["frame_index"] + ~terminal
+    np.testing.assert_array_equal(steps[-1][NEXT + OBS_STATE][:, 0], ep * 1000 + successor)
+    np.testing.assert_array_equal(steps[-1][DONE], terminal)
+    # One-step windows are `sample`'s batches, drawn from the same random stream.
+    plain = sampler.sample(50, np.random.default_rng(5))
+    (window,), _ = sampler.sample_windows(50, np.random.default_rng(5))
+    assert plain.keys() == window.keys()
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], window[key])
+    with pytest.raises(ValueError, match="horizon"):
+        sampler.sample_windows(4, np.random.default_rng(0), horizon=0)

@@ -116,6 +116,13 @@ class LearnerConfig(ConfigModel):
     # and cannot tell a grasp that holds from one that slips when both look alike. Pure CSIL reads no
     # success labels; this trades that for the task's own signal.
     success_reward: Annotated[float, Field(ge=0)] = 0.0
+    # n-step returns for the TD targets of csil and sparse (1: the one-step targets of the references):
+    # y = sum_{i<k} gamma^i r_{t+i} + gamma^k V(s_{t+k}), the window stopping early at an episode's
+    # end (k <= n_step). A grasp that slips shows in the reward a few steps after the action that
+    # caused it; n steps carry that back n times faster than bootstrapping does. The replayed actions
+    # inside the window are not corrected for being off-policy (as in DrQ-v2's n-step returns), and
+    # the soft value's KL term is counted at the bootstrap state only.
+    n_step: PositiveInt = 1
     sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
     warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update
     bc: BCConfig = BCConfig()

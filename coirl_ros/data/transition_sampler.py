@@ -164,6 +164,8 @@ class TransitionSampler:
         self._episodes: dict[int, _LoadedEpisode] = {}
         self._frame_episode = _GrowableArray((), np.dtype(np.int64))
         self._frame_t = _GrowableArray((), np.dtype(np.int64))
+        # Per frame, the last sampleable row of its episode: where an n-step window must stop.
+        self._frame_last_valid = _GrowableArray((), np.dtype(np.int64))
         self._valid: dict[str, _GrowableArray] = {
             s: _GrowableArray((), np.dtype(np.int64)) for s in ("all", "demo", "rollout")
         }
@@ -254,6 +256,7 @@ class TransitionSampler:
         valid = offset + np.arange(n - 1, dtype=np.int64)
         if episode.data[DONE][-1]:
             valid = np.append(valid, offset + n - 1)
+        self._frame_last_valid.append(np.full(n, offset + len(valid) - 1, np.int64))
         self._valid["all"].append(valid)
         promoted = self.successes_as_demos and episode.meta.success is True
         demo = episode.meta.source in DEMO_SOURCES or promoted
@@ -302,18 +305,44 @@ class TransitionSampler:
         self, batch_size: int, rng: np.random.Generator, subset: Subset = "all"
     ) -> dict[str, np.ndarray]:
         """A batch of `batch_size` transitions drawn uniformly with replacement from `subset`."""
+        steps, _ = self.sample_windows(batch_size, rng, subset, horizon=1)
+        return steps[0]
+
+    def sample_windows(
+        self, batch_size: int, rng: np.random.Generator, subset: Subset = "all", horizon: int = 1
+    ) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+        """Windows of up to `horizon` consecutive transitions, for n-step returns.
+
+        The first transition of each window is drawn as `sample` draws one; the window then follows
+        its episode and stops early at the episode's last sampleable transition (a terminal frame, or
+        the frame before an unfinished episode's last). Returns (steps, mask): `steps[i]` is a batch
+        like `sample`'s holding transition i of every window, repeating the window's last transition
+        once the window has ended, so `steps[-1]` always holds the transition to bootstrap from; mask
+        [batch_size, horizon] is True where step i is part of its window.
+        """
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
         for _ in range(3):
             try:
-                return self._sample(batch_size, rng, subset)
+                return self._sample_windows(batch_size, rng, subset, horizon)
             except _EpisodeVanished:
                 self.refresh()  # deleted under a lazy read: zarr would have returned black frames
         raise StoreError(f"{self.store.root}: episodes keep disappearing while sampling")
 
-    def _sample(self, batch_size: int, rng: np.random.Generator, subset: Subset) -> dict[str, np.ndarray]:
+    def _sample_windows(
+        self, batch_size: int, rng: np.random.Generator, subset: Subset, horizon: int
+    ) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
         valid = self._valid[subset].view
         if len(valid) == 0:
             raise StoreError(f"no {subset!r} transitions in {self.store.root} yet")
         rows = valid[rng.integers(0, len(valid), batch_size)]
+        length = np.minimum(horizon, self._frame_last_valid.view[rows] - rows + 1)
+        steps = [self._gather(rows + np.minimum(i, length - 1)) for i in range(horizon)]
+        mask = np.arange(horizon)[None, :] < length[:, None]
+        return steps, mask
+
+    def _gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions at flat `rows`: frame t and its successor t+1 (itself at a terminal last frame)."""
         last = self._is_last_frame(rows)
         next_rows = np.where(last, rows, rows + 1)
         batch: dict[str, np.ndarray] = {}

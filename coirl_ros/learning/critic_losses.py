@@ -1,5 +1,8 @@
 """Critic losses and TD targets (DESIGN.md 2.3, 2.4, 2.6).
 
+`gamma` is the discount of the bootstrap: a float, or a per-row tensor [B] γ^k for n-step returns,
+whose `reward` is then the discounted sum of the window's k rewards (Learner._n_step_return).
+
 A TD update is three steps, identical for both critic kinds:
     prediction, next_q = critic_predictions(critic, target_critic, s, a, s', a')
     y = soft_td_target(...) | sparse_td_target(...) | r + γ(1 − done)·next_q      (no gradient)
@@ -118,7 +121,7 @@ def sarsa_pretrain_loss(
     critic: nn.Module,
     target_critic: nn.Module | None,
     batch: CriticBatch,
-    gamma: float,
+    gamma: float | Tensor,
     reward: Tensor,
     penalty_weight: float,
     max_value: float | None = None,
@@ -155,7 +158,7 @@ def soft_td_target(
     next_q: Tensor,
     next_log_pi: Tensor,
     next_log_prior_bc: Tensor,
-    gamma: float,
+    gamma: float | Tensor,
     beta: float,
     max_value: float,
     terminal_value: Tensor | None = None,
@@ -181,7 +184,7 @@ def soft_td_target(
         return target
 
 
-def sparse_td_target(success_reward: Tensor, done: Tensor, next_q: Tensor, gamma: float) -> Tensor:
+def sparse_td_target(success_reward: Tensor, done: Tensor, next_q: Tensor, gamma: float | Tensor) -> Tensor:
     """The sparse-reward baseline's target (DESIGN.md 2.6), no gradient:
 
         y = clip( r + γ · (1 − done) · Q̄(s', a'), 0, 1 ),   r ∈ {0, 1} the success flag.
@@ -200,7 +203,7 @@ def soft_critic_loss(
     reward: Tensor,
     next_log_pi: Tensor,
     next_log_prior_bc: Tensor,
-    gamma: float,
+    gamma: float | Tensor,
     beta: float,
     max_value: float,
     terminal_value: Tensor | None = None,
@@ -232,7 +235,7 @@ def sparse_critic_loss(
     target_critic: nn.Module | None,
     batch: CriticBatch,
     success_reward: Tensor,
-    gamma: float,
+    gamma: float | Tensor,
 ) -> tuple[Tensor, Metrics]:
     """Sparse-baseline critic TD loss: TD( Q(s, a), sparse_td_target(...) ), batch.next_action ~ π_θ(·|s')."""
     prediction, next_q = critic_predictions(

@@ -313,16 +313,58 @@ class Learner:
 
     def _sample(self, batch_size: int) -> tuple[dict[str, Tensor], int]:
         """A batch with the configured share of demonstration rows first; returns (batch, n_demo)."""
-        n_rollout = self.sampler.num_transitions("rollout")
-        n_demo = batch_size if n_rollout == 0 else round(batch_size * self.config.demo_fraction)
+        steps, _, n_demo = self._sample_windows(batch_size, horizon=1)
+        return steps[0], n_demo
+
+    def _sample_windows(
+        self, batch_size: int, horizon: int, subset: str = "mixed"
+    ) -> tuple[list[dict[str, Tensor]], Tensor, int]:
+        """Windows of up to `horizon` transitions (TransitionSampler.sample_windows), demonstration rows
+        first; `subset` "mixed" takes the configured demo share, "demo" demonstrations only.
+        Returns (steps, mask [B, horizon] as 0/1 floats, n_demo)."""
+        if subset == "demo":
+            n_demo = batch_size
+        else:
+            n_rollout = self.sampler.num_transitions("rollout")
+            n_demo = batch_size if n_rollout == 0 else round(batch_size * self.config.demo_fraction)
         parts = []
         if n_demo:
-            parts.append(self.sampler.sample(n_demo, self.rng, "demo"))
+            parts.append(self.sampler.sample_windows(n_demo, self.rng, "demo", horizon))
         if batch_size - n_demo:
-            parts.append(self.sampler.sample(batch_size - n_demo, self.rng, "rollout"))
-        keys = parts[0].keys()
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
-        return self._tensors(merged), n_demo
+            parts.append(self.sampler.sample_windows(batch_size - n_demo, self.rng, "rollout", horizon))
+        steps = []
+        for i in range(horizon):
+            keys = parts[0][0][i].keys()
+            steps.append(self._tensors({k: np.concatenate([p[0][i][k] for p in parts]) for k in keys}))
+        mask = np.concatenate([p[1] for p in parts])
+        return steps, torch.as_tensor(mask, dtype=torch.float32, device=self.device), n_demo
+
+    def _n_step_return(
+        self,
+        first_reward: Tensor,
+        steps: list[dict[str, Tensor]],
+        mask: Tensor,
+        reward_of: Callable[[dict[str, Tensor]], Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """R = Σ_{i<k} γ^i r_{t+i} over each window and the bootstrap's discount γ^k ([B] each).
+
+        `first_reward` is r_t (already computed by the caller, who may need its gradient);
+        `reward_of(step)` gives the reward of the later steps, evaluated without gradient.
+        """
+        gamma = self.config.gamma
+        if len(steps) == 1:
+            return first_reward, torch.full_like(first_reward, gamma)
+        with torch.no_grad():
+            later = torch.stack([reward_of(step) for step in steps[1:]], dim=1)  # [B, n-1]
+        rewards = torch.cat([first_reward.detach()[:, None], later], dim=1)
+        powers = gamma ** torch.arange(len(steps), dtype=rewards.dtype, device=rewards.device)
+        return (rewards * mask * powers).sum(dim=1), gamma ** mask.sum(dim=1)
+
+    def _csil_reward(self, step: dict[str, Tensor]) -> Tensor:
+        """The coherent reward of a step's (x, u), plus the success bonus if configured."""
+        return self._with_success_reward(
+            coherent_reward(self.reward_policy, step["x"], step["u"], self.alpha), step
+        )
 
     def _require_demos(self) -> None:
         self.refresh()
@@ -420,14 +462,14 @@ class Learner:
         metrics: Metrics = {}
         self.critic.train()
         for step in range(1, steps + 1):
-            b, _ = self._sample_demo(cfg.batch_size)
-            reward = self._with_success_reward(
-                coherent_reward(self.reward_policy, b["x"], b["u"], self.alpha), b
-            )
-            done, terminal_value = self._csil_terminals(b, reward)
-            batch = CriticBatch(b["x"], b["u"], b["next_x"], b["next_u"], done)
+            window, mask, _ = self._sample_windows(cfg.batch_size, cfg.n_step, subset="demo")
+            b, last = window[0], window[-1]
+            reward = self._csil_reward(b)
+            n_step_reward, discount = self._n_step_return(reward, window, mask, self._csil_reward)
+            done, terminal_value = self._csil_terminals(last, reward)
+            batch = CriticBatch(b["x"], b["u"], last["next_x"], last["next_u"], done)
             loss, m = sarsa_pretrain_loss(
-                self.critic, self.target_critic, batch, cfg.gamma, reward, c.grad_penalty, max_value,
+                self.critic, self.target_critic, batch, discount, n_step_reward, c.grad_penalty, max_value,
                 terminal_value,
             )  # fmt: skip
             optim.zero_grad(set_to_none=True)
@@ -570,11 +612,12 @@ class Learner:
 
     def _update(self) -> dict[str, Tensor]:
         cfg = self.config
-        b, n_demo = self._sample(cfg.batch_size)
+        window, mask, n_demo = self._sample_windows(cfg.batch_size, cfg.n_step)
+        b, last = window[0], window[-1]  # learn Q(s_t, a_t); bootstrap after the window's last step
         csil = cfg.method == "csil"
         # -- critic
         with torch.no_grad():
-            next_dist = self.actor(b["next_x"])
+            next_dist = self.actor(last["next_x"])
             next_u, next_log_pi = next_dist.rsample()
         refine = csil and cfg.refine_reward and 0 < n_demo < cfg.batch_size
         if csil:
@@ -583,19 +626,23 @@ class Learner:
                 self.reward_policy, b["x"], b["u"], self.alpha, requires_grad=refine
             )
             reward = self._with_success_reward(reward_full.detach(), b)  # refinement sees no bonus
-            done, terminal_value = self._csil_terminals(b, reward[: max(n_demo, 1)])
-            batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, done)
+            n_step_reward, discount = self._n_step_return(reward, window, mask, self._csil_reward)
+            done, terminal_value = self._csil_terminals(last, reward[: max(n_demo, 1)])
+            batch = CriticBatch(b["x"], b["u"], last["next_x"], next_u, done)
             with torch.no_grad():
-                next_log_prior = self.bc_prior(b["next_x"]).log_prob(next_u)
+                next_log_prior = self.bc_prior(last["next_x"]).log_prob(next_u)
             loss, metrics = soft_critic_loss(
-                self.critic, self.target_critic, batch, reward, next_log_pi, next_log_prior,
-                cfg.gamma, cfg.beta, MAX_REWARD / (1.0 - cfg.gamma), terminal_value,
+                self.critic, self.target_critic, batch, n_step_reward, next_log_pi, next_log_prior,
+                discount, cfg.beta, MAX_REWARD / (1.0 - cfg.gamma), terminal_value,
             )  # fmt: skip
             metrics["reward/batch"] = reward.mean()
         else:
-            batch = CriticBatch(b["x"], b["u"], b["next_x"], next_u, b["done"])
+            n_step_reward, discount = self._n_step_return(
+                b["success"], window, mask, lambda step: step["success"]
+            )
+            batch = CriticBatch(b["x"], b["u"], last["next_x"], next_u, last["done"])
             loss, metrics = sparse_critic_loss(
-                self.critic, self.target_critic, batch, b["success"], cfg.gamma
+                self.critic, self.target_critic, batch, n_step_reward, discount
             )
         if csil and cfg.critic.grad_penalty > 0 and n_demo > 0:
             penalty = action_gradient_penalty(self.critic, b["x"][:n_demo], b["u"][:n_demo])
