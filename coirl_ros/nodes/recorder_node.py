@@ -57,7 +57,6 @@ from coirl_ros.nodes.interfaces import (
     RECORDER_DISCARD_SERVICE,
     RECORDER_START_SERVICE,
     RECORDER_STOP_SERVICE,
-    SENSOR_QOS,
     STATE_TOPIC,
     STEP_TOPIC,
     decode_environment_state,
@@ -96,6 +95,13 @@ RECORDER_FIELDS = (
 )
 # Deep reliable queues: a burst of ticks must not lose a record while a frame is being written.
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Camera frames: best effort, to match every camera driver, but deep. A controller wants only the
+# newest frame; the recorder wants every frame a step may be paired with. At SENSOR_QOS's depth 5 a
+# recorder held up for a quarter of a second (opening an episode, a busy machine, a lockstep sim
+# running ahead) lost the frames the next steps were computed from.
+RECORD_IMAGE_QOS = QoSProfile(
+    depth=30, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST
+)
 
 
 class RecorderNode(Node):
@@ -162,7 +168,7 @@ class RecorderNode(Node):
                 Image,
                 cam.image_topic,
                 lambda msg, name=cam.name: self._on_image(name, msg),
-                SENSOR_QOS,
+                RECORD_IMAGE_QOS,
                 callback_group=inputs,
             )
         self.create_service(Trigger, RECORDER_START_SERVICE, self._on_start)
