@@ -79,7 +79,8 @@ def test_a_callback_waiting_for_a_busy_pool_is_submitted_once_and_runs(node: Nod
 
 
 @pytest.mark.ros
-def test_a_spinning_node_closes_after_its_running_callbacks(ros_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_spinning_node_closes_after_its_running_callbacks(ros_env: dict[str, str], sig: int) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(PROBE)], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -87,7 +88,24 @@ def test_a_spinning_node_closes_after_its_running_callbacks(ros_env: dict[str, s
     first = proc.stdout.readline()
     assert first.strip() == "spinning", first
     time.sleep(1.0)  # callbacks running on both threads
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in out, out
     assert "closed with 0 callbacks running" in out, out
+
+
+def test_ctrl_c_while_a_node_is_being_built_ends_the_process_at_once(ros_env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(PROBE), "--slow-build"],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.strip() == "building", first
+    proc.send_signal(signal.SIGINT)
+    # The build sleeps 60 s: rclpy's own handler would only have been heard after it.
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in out and "spinning" not in out, out

@@ -1,8 +1,8 @@
 """What every coirl node's main() does, and stamp conversions.
 
-`run_node` starts rclpy, builds the node, spins it and shuts down cleanly on Ctrl-C, on SIGTERM
-(rclpy's signal handler shuts the context down: ExternalShutdownException) and on errors, always
-calling the node's `close()` (threads joined, devices and stores released) before rclpy goes.
+`run_node` starts rclpy, builds the node, spins it and shuts down cleanly on Ctrl-C (SIGINT), on
+SIGTERM and on errors, always calling the node's `close()` (threads joined, devices and stores
+released) before rclpy goes. The signals are handled here, not by rclpy (`StopSignals`).
 A configuration error ends the process with exit code 2 and the message, not a traceback.
 Nodes with several callback threads spin a `ThreadedExecutor` (rclpy's MultiThreadedExecutor less a
 busy loop, see there).
@@ -10,8 +10,11 @@ busy loop, see there).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -25,6 +28,7 @@ from rclpy.executors import (
     TimeoutObject,
 )
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from coirl_ros.configs.loading import ConfigError
 
@@ -88,20 +92,63 @@ class ThreadedExecutor(MultiThreadedExecutor):
         return finished
 
 
+class StopSignals:
+    """SIGINT and SIGTERM for a node process, in place of rclpy's handlers.
+
+    rclpy's handler shuts the context down and chains only to a Python handler that someone installed,
+    so a Ctrl-C while a node was still being built (loading π0.5 takes minutes) went unheard until the
+    build ended, and a second one could not cut a slow close() short. Here:
+    - while the node spins, the first signal asks the spin loop to stop after its current wait: no
+      callback is cut in half, and the context stays up until close() has run (a recorder can still
+      publish its last event);
+    - at any other time (building, closing), and for a second signal, KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.spinning = False
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> bool:
+        """Take over SIGINT and SIGTERM; False (rclpy keeps them) outside the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.spinning and not self.requested:
+            self.requested = True
+            return
+        raise KeyboardInterrupt
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 1) -> int:
-    """rclpy.init, build, spin until shutdown, close; returns the process exit code.
+    """rclpy.init, build, spin until a stop signal, close; returns the process exit code.
 
     A node that has finished its work (episode_driver) sets `self.exit_code`; the loop then ends.
     """
-    rclpy.init(args=list(args) if args is not None else None)
+    stops = StopSignals()
+    own_signals = stops.install()
     node: Node | None = None
     executor: SingleThreadedExecutor | ThreadedExecutor | None = None
     code = 0
     try:
+        rclpy.init(
+            args=list(args) if args is not None else None,
+            signal_handler_options=SignalHandlerOptions.NO if own_signals else None,
+        )
         node = factory()
         executor = ThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
+        stops.spinning = True
+        while rclpy.ok() and not stops.requested:
             executor.spin_once(timeout_sec=0.2)
             exit_code = getattr(node, "exit_code", None)
             if exit_code is not None:
@@ -113,19 +160,26 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         print(f"configuration error:\n{err}", file=sys.stderr)
         code = 2
     finally:
-        if executor is not None:  # no callback runs from here on: close() has the node to itself
-            executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S)
-        if node is not None:
-            close = getattr(node, "close", None)
-            try:
-                if close is not None:
-                    close()
-            except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now (stores stay consistent)
-                print("interrupted during shutdown", file=sys.stderr)
-            node.destroy_node()
+        stops.spinning = False
         try:
-            rclpy.try_shutdown()
-        except RuntimeError:  # rclpy's signal handler shut the context down between its check and ours
-            if rclpy.ok():
-                raise
+            if executor is not None:  # no callback runs from here on: close() has the node to itself
+                try:
+                    executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S)
+                except KeyboardInterrupt:  # a second signal: stop waiting for callbacks, but close
+                    print("interrupted while waiting for running callbacks", file=sys.stderr)
+            if node is not None:
+                close = getattr(node, "close", None)
+                try:
+                    if close is not None:
+                        close()
+                except KeyboardInterrupt:  # a second signal: the user wants out now (stores stay consistent)
+                    print("interrupted during shutdown", file=sys.stderr)
+                node.destroy_node()
+            try:
+                rclpy.try_shutdown()
+            except RuntimeError:  # rclpy's own signal handler shut the context down between two checks
+                if rclpy.ok():
+                    raise
+        finally:
+            stops.restore()
     return code

@@ -1,5 +1,6 @@
 """A node run by `run_node`, for test_node_runtime.py: two executor threads whose timer callbacks each
-take 0.3 s; close() reports how many were still running."""
+take 0.3 s; close() reports how many were still running. `--slow-build`: the node takes 60 s to build
+(as loading π0.5 does)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from coirl_ros.nodes.node_runtime import run_node
 class BusyNode(Node):
     def __init__(self) -> None:
         super().__init__("runtime_probe")
+        if "--slow-build" in sys.argv:
+            print("building", flush=True)
+            time.sleep(60)
         self.running = 0
         self.ran = 0
         self.create_timer(0.05, self.tick)
@@ -30,4 +34,4 @@ class BusyNode(Node):
 
 
 if __name__ == "__main__":
-    sys.exit(run_node(BusyNode, threads=2))
+    sys.exit(run_node(BusyNode, args=[a for a in sys.argv if a != "--slow-build"], threads=2))
