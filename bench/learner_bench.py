@@ -238,10 +238,13 @@ def build_store(root: Path, episodes: int, frames: int, seed: int = 0) -> Episod
     return store
 
 
-def make_learner(store: EpisodeStore, method: str, critic: str, critic_hidden: int, features: int) -> Learner:
+def make_learner(
+    store: EpisodeStore, method: str, critic: str, critic_hidden: int, features: int, n_step: int = 1
+) -> Learner:
     cfg = LearnerConfig(
         method=method,
         batch_size=BATCH,
+        n_step=n_step,
         bc={"hidden_sizes": [256, 256], "num_features": features, "steps": 5},
         critic={"kind": critic, "hidden_sizes": [critic_hidden, critic_hidden], "pretrain_steps": 3},
     )
@@ -251,29 +254,33 @@ def make_learner(store: EpisodeStore, method: str, critic: str, critic_hidden: i
 
 
 def learner_candidates(store: EpisodeStore, quick: bool) -> list[Candidate]:
-    variants = [  # method, critic kind, critic width, HetStat num_features
-        ("csil", "xqc", 256, 256),
-        ("csil", "layernorm_mlp", 256, 256),
-        ("sparse", "xqc", 256, 256),
-        ("csil", "xqc", 256, 128),
-        ("csil", "xqc", 256, 64),
-        ("csil", "xqc", 512, 256),
-        ("csil", "layernorm_mlp", 512, 256),
-        ("sparse", "xqc", 512, 256),
+    variants = [  # method, critic kind, critic width, HetStat num_features, n-step
+        ("csil", "xqc", 256, 256, 1),
+        ("csil", "layernorm_mlp", 256, 256, 1),
+        ("sparse", "xqc", 256, 256, 1),
+        ("csil", "xqc", 256, 128, 1),
+        ("csil", "xqc", 256, 64, 1),
+        ("csil", "xqc", 512, 256, 1),
+        ("csil", "layernorm_mlp", 512, 256, 1),
+        ("sparse", "xqc", 512, 256, 1),
+        # n-step targets: n - 1 more reward (HetStat) forwards per update, without gradient.
+        ("csil", "xqc", 256, 128, 5),
+        ("csil", "xqc", 256, 128, 10),
     ]
     if quick:
         variants = variants[:2] + variants[5:6]
     out = []
     sampler_owner: Learner | None = None
-    for method, kind, width, feats in variants:
-        learner = make_learner(store, method, kind, width, feats)
-        default = " (default)" if (width, feats) == (512, 256) else ""
+    for method, kind, width, feats, n_step in variants:
+        learner = make_learner(store, method, kind, width, feats, n_step)
+        default = " (default)" if (width, feats, n_step) == (512, 256, 1) else ""
+        steps = f" n-step {n_step}" if n_step > 1 else ""
         out.append(
             Candidate(
-                name=f"ours {method}/{kind} {width}x{width} nf{feats}",
+                name=f"ours {method}/{kind} {width}x{width} nf{feats}{steps}",
                 method=f"ours: {method}",
                 critic=kind,
-                sizes=f"actor HetStat 256x256 nf{feats}, critic {width}x{width}{default}",
+                sizes=f"actor HetStat 256x256 nf{feats}, critic {width}x{width}{steps}{default}",
                 run=learner.train,
             )
         )
