@@ -220,6 +220,17 @@ def test_checkpoint_from_another_config_or_a_torn_file_is_refused(
     path = learner.save_checkpoint(tmp_path / "learner.pt")
     with pytest.raises(LearnerError, match="written with learner config"):
         Learner(_config(method="bc", batch_size=32), demo_store, scale=SCALE).load_checkpoint(path)
+    # Written before an option existed (here n_step, at its default): the same config, so it resumes.
+    payload = torch.load(path, weights_only=False)
+    before_n_step = {k: v for k, v in payload["config"].items() if k != "n_step"}
+    older = dict(payload, config=before_n_step, config_hash="0")
+    torch.save(older, tmp_path / "older.pt")
+    Learner(_config(method="bc"), demo_store, scale=SCALE).load_checkpoint(tmp_path / "older.pt")
+    # Written with an option this version no longer has: refused, saying so.
+    newer = dict(payload, config=payload["config"] | {"option_from_the_future": 1})
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(LearnerError, match="cannot read"):
+        Learner(_config(method="bc"), demo_store, scale=SCALE).load_checkpoint(tmp_path / "newer.pt")
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(LearnerError, match="not a readable"):
         Learner(_config(method="bc"), demo_store, scale=SCALE).load_checkpoint(path)

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from coirl_ros.configs import LearnerConfig, config_hash
@@ -802,9 +803,18 @@ class Learner:
             raise LearnerError(f"{path}: not a readable learner checkpoint ({err})") from err
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise LearnerError(f"{path}: not a {CHECKPOINT_FORMAT} file")
-        if payload["config_hash"] != config_hash(self.config):
+        # Compared as configs, not by the stored hash: an update that added an option (at a default
+        # that keeps the old behaviour) changes every config's hash, and must not strand a checkpoint.
+        try:
+            saved = LearnerConfig.model_validate(payload["config"])
+        except ValidationError as err:
             raise LearnerError(
-                f"{path} was written with learner config {payload['config_hash']}, this learner runs"
+                f"{path} was written with a learner config this version cannot read ({err.error_count()}"
+                f" problems, first: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}); start a new run"
+            ) from None
+        if config_hash(saved) != config_hash(self.config):
+            raise LearnerError(
+                f"{path} was written with learner config {config_hash(saved)}, this learner runs"
                 f" {config_hash(self.config)}; resume with the same config or start a new run"
             )
         if payload["policy_spec"] != self.policy_spec().to_dict():
