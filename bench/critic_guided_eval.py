@@ -1,0 +1,166 @@
+"""Does the critic know better than the actor? Acting by the critic's choice among sampled actions.
+
+A CSIL run whose deterministic policy stays at its BC start can be stuck in two places: the critic
+does not rank actions by how well they end (then no actor update can help), or it does and the
+KL-regularised actor does not follow. This separates the two. It loads a finished `coirl bench learn`
+run (its `learner.pt`) and evaluates, on the run's evaluation seeds, at every step:
+
+- `mode`: the actor's mean action (what the learning curve evaluates);
+- `sample`: one action of the exploring policy (temperature κ), no choice made;
+- `argmax-N` / `argmin-N`: of the mean and N samples at temperature κ, the one the critic values
+  most / least.
+
+If argmax beats mode and argmin falls below sample, the critic carries the signal the actor has not
+taken up; if argmax, sample and argmin are alike, the critic cannot tell the actions apart.
+
+    python bench/critic_guided_eval.py --run runs/exp/long_csil --learner-config bench/learner_cpu.yaml \
+        --task lift --demos 20 --base-offset 0.04 --episodes 40 --n 16 --temperature 0.3
+
+Writes `critic_guided_eval_t<κ>_n<N>.csv` in the run directory and prints one line per rule, after
+the correlations of Q with the candidates' distance from the mean and likelihood under π_BC
+(`--rules ""`: only those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coirl_ros.configs import LearnerConfig, load_config
+from coirl_ros.control.demo_base import demo_base_filler
+from coirl_ros.data import EpisodeStore
+from coirl_ros.experiment import EVAL_SEED0, Actor, ExperimentConfig
+from coirl_ros.learning.learner import Learner
+from coirl_ros.policies.local_bc_base import LocalBCBase, miscalibrated
+
+
+class CriticChoice:
+    """Acts like a ResidualPolicy (`act(x, deterministic, temperature)`), choosing among candidates."""
+
+    def __init__(self, learner: Learner, rule: str, n: int, temperature: float) -> None:
+        self.actor, self.critic = learner.actor, learner.critic
+        self.rule, self.n, self.temperature = rule, n, temperature
+        self.critic.eval()  # batch norm on its running statistics: each candidate valued on its own
+
+    @torch.no_grad()
+    def act(self, x: np.ndarray, deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(x, np.float32)).unsqueeze(0)
+        dist = self.actor(obs)
+        if self.rule == "mode":
+            return dist.mode().squeeze(0).numpy()
+        if self.rule == "sample":
+            return dist.sample(self.temperature).squeeze(0).numpy()
+        batch = self.actor(obs.expand(self.n, -1))
+        candidates = torch.cat([dist.mode(), batch.sample(self.temperature)])
+        q = self.critic(obs.expand(len(candidates), -1), candidates).reshape(-1)
+        pick = int(q.argmax() if self.rule == "argmax" else q.argmin())
+        return candidates[pick].numpy()
+
+
+@torch.no_grad()
+def q_against_distance(learner: Learner, n: int, temperature: float, states: int = 512) -> dict[str, float]:
+    """Where the critic puts its maxima, over `states` replayed rollout states: the mean per-state
+    correlation of Q with the candidate's distance from the actor's mean action and with its
+    log-likelihood under π_BC (positive / negative: Q grows away from the data), and how much Q
+    varies across one state's candidates against how much it varies across states."""
+    batch = learner._tensors(learner.sampler.sample(states, np.random.default_rng(0), "rollout"))
+    x = batch["x"]
+    dist = learner.actor(x)
+    candidates = learner.actor(x.repeat_interleave(n, 0)).sample(temperature).reshape(states, n, -1)
+    flat_x = x.repeat_interleave(n, 0)
+    flat_u = candidates.reshape(states * n, -1)
+    q = learner.critic(flat_x, flat_u).reshape(states, n)
+    distance = (candidates - dist.mode().unsqueeze(1)).norm(dim=-1)
+    log_bc = learner.bc_prior(flat_x).log_prob(flat_u.clamp(-0.999, 0.999)).reshape(states, n)
+
+    def mean_corr(a: torch.Tensor, b: torch.Tensor) -> float:
+        a = (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True).clamp_min(1e-8)
+        b = (b - b.mean(1, keepdim=True)) / b.std(1, keepdim=True).clamp_min(1e-8)
+        return float((a * b).mean(1).mean() * n / (n - 1))
+
+    return {
+        "corr_q_distance": mean_corr(q, distance),
+        "corr_q_log_bc": mean_corr(q, log_bc),
+        "q_std_actions": float(q.std(1).mean()),
+        "q_std_states": float(q.mean(1).std()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--run", type=Path, required=True, help="the --out directory of a `coirl bench learn` run"
+    )
+    ap.add_argument("--learner-config", type=Path, required=True, help="the run's --learner-config")
+    ap.add_argument("--task", default="lift")
+    ap.add_argument("--demos", type=int, default=20)
+    ap.add_argument("--base-offset", type=float, default=0.04)
+    ap.add_argument("--scale", type=float, default=0.5)
+    ap.add_argument("--requery", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="the run's seed")
+    ap.add_argument("--episodes", type=int, default=40)
+    ap.add_argument("--n", type=int, default=16, help="sampled candidates besides the mean")
+    ap.add_argument("--temperature", type=float, default=0.3)
+    ap.add_argument("--rules", default="mode,sample,argmax,argmin")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    learner_cfg = load_config(args.learner_config, LearnerConfig)
+    config = ExperimentConfig(
+        task=args.task, methods=("csil",), seeds=1, demos=args.demos, requery_every=args.requery,
+        scale=args.scale, learner=learner_cfg, out_dir=args.run, base_offset_m=args.base_offset,
+        eval_episodes=args.episodes,
+    )  # fmt: skip
+    base = LocalBCBase.load(config.task_dir / f"base_{args.demos}")  # the run's own, as it trained
+    deployed = miscalibrated(base, (0.0, args.base_offset, 0.0)) if args.base_offset else base
+    run_dir = config.task_dir / f"csil_{config.tag}_s{args.seed}"
+    learner = Learner(
+        learner_cfg.model_copy(update={"method": "csil", "seed": args.seed, "observation": "state"}),
+        EpisodeStore.open(run_dir / "episodes.zarr"),
+        config.composition,
+        config.scale,
+        on_load=demo_base_filler(base, config.requery_every),
+    )
+    state = learner.load_checkpoint(run_dir / "learner.pt")
+    print(f"{run_dir}: {state.env_steps} env steps, {state.updates} updates")
+    learner.critic.eval()
+    d = q_against_distance(learner, args.n, args.temperature)
+    print(
+        f"corr(Q, |u - mean|) = {d['corr_q_distance']:+.2f},"
+        f" corr(Q, log pi_BC(u)) = {d['corr_q_log_bc']:+.2f} (per state, over {args.n} candidates"
+        f" at temperature {args.temperature}); std of Q across"
+        f" a state's candidates {d['q_std_actions']:.3f}, across states {d['q_std_states']:.2f}"
+    )
+    actor = Actor(config, deployed)
+    rows = []
+    try:
+        for rule in filter(None, args.rules.split(",")):
+            policy = CriticChoice(learner, rule, args.n, args.temperature)
+            start = time.perf_counter()
+            wins = sum(
+                actor.run_episode(EVAL_SEED0 + k, policy, explore=False)[0] for k in range(args.episodes)
+            )
+            name = f"{rule}-{args.n}" if rule in ("argmax", "argmin") else rule
+            rate = wins / args.episodes
+            print(f"{name:>10}: {rate:.1%} of {args.episodes} episodes ({time.perf_counter() - start:.0f} s)")
+            rows.append({"rule": name, "temperature": args.temperature, "success_rate": rate,
+                         "episodes": args.episodes, "env_steps": state.env_steps})  # fmt: skip
+    finally:
+        actor.close()
+    if not rows:
+        return
+    out = run_dir / f"critic_guided_eval_t{args.temperature:g}_n{args.n}.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
