@@ -109,3 +109,27 @@ def test_ctrl_c_while_a_node_is_being_built_ends_the_process_at_once(ros_env: di
     # The build sleeps 60 s: rclpy's own handler would only have been heard after it.
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "Traceback" not in out and "spinning" not in out, out
+
+
+@pytest.mark.parametrize(("second", "completes"), [(signal.SIGTERM, True), (signal.SIGINT, False)])
+def test_a_second_ctrl_c_cuts_a_slow_close_short_and_sigterm_does_not(
+    ros_env: dict[str, str], second: int, completes: bool
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(PROBE), "--slow-close"],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "spinning"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == "closing"
+    # ros2 launch sends SIGTERM 5 s after its SIGINT, whatever the node is doing: the close (a
+    # checkpoint being saved) runs on. Only the user's second Ctrl-C cuts it short.
+    proc.send_signal(second)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert ("closed with" in out) == completes, out
+    assert ("interrupted during shutdown" in out) == (not completes), out

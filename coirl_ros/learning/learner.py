@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -318,7 +318,7 @@ class Learner:
         return steps[0], n_demo
 
     def _sample_windows(
-        self, batch_size: int, horizon: int, subset: str = "mixed"
+        self, batch_size: int, horizon: int, subset: Literal["mixed", "demo"] = "mixed"
     ) -> tuple[list[dict[str, Tensor]], Tensor, int]:
         """Windows of up to `horizon` transitions (TransitionSampler.sample_windows), demonstration rows
         first; `subset` "mixed" takes the configured demo share, "demo" demonstrations only.

@@ -101,11 +101,15 @@ class StopSignals:
     - while the node spins, the first signal asks the spin loop to stop after its current wait: no
       callback is cut in half, and the context stays up until close() has run (a recorder can still
       publish its last event);
-    - at any other time (building, closing), and for a second signal, KeyboardInterrupt at once.
+    - while it is being built, and for a second signal while it spins, KeyboardInterrupt at once;
+    - while it closes, a second Ctrl-C (SIGINT) cuts the close short; SIGTERM does not. ros2 launch
+      sends SIGTERM 5 s after its SIGINT whatever the node is doing, and a close that saves a
+      checkpoint or finishes an episode may need longer; SIGKILL stays the supervisor's last resort.
     """
 
     def __init__(self) -> None:
         self.spinning = False
+        self.closing = False
         self.requested = False
         self._previous: dict[int, object] = {}
 
@@ -123,6 +127,8 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.closing and signum == signal.SIGTERM:
+            return
         if self.spinning and not self.requested:
             self.requested = True
             return
@@ -160,19 +166,19 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         print(f"configuration error:\n{err}", file=sys.stderr)
         code = 2
     finally:
-        stops.spinning = False
+        stops.spinning, stops.closing = False, True
         try:
             if executor is not None:  # no callback runs from here on: close() has the node to itself
                 try:
                     executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S)
-                except KeyboardInterrupt:  # a second signal: stop waiting for callbacks, but close
+                except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for callbacks, but close
                     print("interrupted while waiting for running callbacks", file=sys.stderr)
             if node is not None:
                 close = getattr(node, "close", None)
                 try:
                     if close is not None:
                         close()
-                except KeyboardInterrupt:  # a second signal: the user wants out now (stores stay consistent)
+                except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now (stores stay consistent)
                     print("interrupted during shutdown", file=sys.stderr)
                 node.destroy_node()
             try:

@@ -1,6 +1,6 @@
 """A node run by `run_node`, for test_node_runtime.py: two executor threads whose timer callbacks each
 take 0.3 s; close() reports how many were still running. `--slow-build`: the node takes 60 s to build
-(as loading π0.5 does)."""
+(as loading π0.5 does); `--slow-close`: its close() takes 3 s (saving a checkpoint)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ class BusyNode(Node):
         self.running -= 1
 
     def close(self) -> None:
+        if "--slow-close" in sys.argv:
+            print("closing", flush=True)
+            time.sleep(3)
         print(f"closed with {self.running} callbacks running after {self.ran}", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(run_node(BusyNode, args=[a for a in sys.argv if a != "--slow-build"], threads=2))
+    sys.exit(run_node(BusyNode, args=[a for a in sys.argv if not a.startswith("--slow-")], threads=2))
