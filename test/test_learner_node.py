@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import fresh_ros_env, record_reach
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from ros_probe import NodeProcess, RosProbe
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import SetBool
@@ -22,7 +23,6 @@ from coirl_ros.learning.weight_snapshot import WeightSnapshot, read_snapshot
 from coirl_ros.nodes.control_messages import weights_payload
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
-    LATCHED_QOS,
     LEARNER_METRICS_TOPIC,
     LEARNER_PAUSE_SERVICE,
     WEIGHTS_TOPIC,
@@ -32,6 +32,15 @@ from coirl_ros.paths import config_dir
 pytestmark = pytest.mark.ros
 
 SCALE = 0.5
+# The weights topic keeps one snapshot for late joiners (interfaces.LATCHED_QOS). These tests count
+# every version published, so their reader queue is deep: two snapshots published back to back
+# (pre-training, then a re-anchoring) must not replace each other before the probe takes the first.
+EVERY_WEIGHTS_QOS = QoSProfile(
+    depth=20,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
 
 
 @pytest.fixture
@@ -92,7 +101,7 @@ def checkpoint_updates(path: Path) -> int:
 
 def test_publishes_weights_and_resumes_after_sigkill(setup: dict[str, Path], ros_env: dict[str, str]) -> None:
     with RosProbe(ros_env) as probe:
-        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
+        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, EVERY_WEIGHTS_QOS)
         probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)
         first = start(setup, ros_env)
         try:
@@ -119,7 +128,7 @@ def test_publishes_weights_and_resumes_after_sigkill(setup: dict[str, Path], ros
     # lease ends, and a request to the restarted one could go to that ghost alone.
     again_env = fresh_ros_env()
     with RosProbe(again_env) as probe:
-        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
+        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, EVERY_WEIGHTS_QOS)
         probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)
         second = start(setup, again_env)
         try:
@@ -154,7 +163,7 @@ def test_a_reanchoring_bc_learner_publishes_each_reanchoring_and_then_waits(
     config.update(method="bc", successes_as_demos=True, reanchor_every_env_steps=50, reanchor_bc_steps=30)
     (setup["root"] / "learner.yaml").write_text(yaml.safe_dump(config))
     with RosProbe(ros_env) as probe:
-        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
+        probe.subscribe(UInt8MultiArray, WEIGHTS_TOPIC, EVERY_WEIGHTS_QOS)
         probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)
         node = start(setup, ros_env)
         try:
