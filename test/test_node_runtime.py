@@ -78,12 +78,23 @@ def test_a_callback_waiting_for_a_busy_pool_is_submitted_once_and_runs(node: Nod
         executor.shutdown()
 
 
+def _start_probe(ros_env: dict[str, str], *flags: str) -> subprocess.Popen:
+    """test/scripts/runtime_probe.py in a process of its own (signals go to it alone)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(PROBE), *flags],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc
+
+
 @pytest.mark.ros
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_spinning_node_closes_after_its_running_callbacks(ros_env: dict[str, str], sig: int) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(PROBE)], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = _start_probe(ros_env)
     assert proc.stdout is not None
     first = proc.stdout.readline()
     assert first.strip() == "spinning", first
@@ -94,14 +105,9 @@ def test_a_spinning_node_closes_after_its_running_callbacks(ros_env: dict[str, s
     assert "closed with 0 callbacks running" in out, out
 
 
+@pytest.mark.ros
 def test_ctrl_c_while_a_node_is_being_built_ends_the_process_at_once(ros_env: dict[str, str]) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(PROBE), "--slow-build"],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_probe(ros_env, "--slow-build")
     assert proc.stdout is not None
     first = proc.stdout.readline()
     assert first.strip() == "building", first
@@ -111,17 +117,12 @@ def test_ctrl_c_while_a_node_is_being_built_ends_the_process_at_once(ros_env: di
     assert proc.returncode == 0 and "Traceback" not in out and "spinning" not in out, out
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize(("second", "completes"), [(signal.SIGTERM, True), (signal.SIGINT, False)])
 def test_a_second_ctrl_c_cuts_a_slow_close_short_and_sigterm_does_not(
     ros_env: dict[str, str], second: int, completes: bool
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(PROBE), "--slow-close"],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_probe(ros_env, "--slow-close")
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "spinning"
     proc.send_signal(signal.SIGINT)

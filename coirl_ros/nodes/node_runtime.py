@@ -98,10 +98,11 @@ class StopSignals:
     rclpy's handler shuts the context down and chains only to a Python handler that someone installed,
     so a Ctrl-C while a node was still being built (loading π0.5 takes minutes) went unheard until the
     build ended, and a second one could not cut a slow close() short. Here:
-    - while the node spins, the first signal asks the spin loop to stop after its current wait: no
-      callback is cut in half, and the context stays up until close() has run (a recorder can still
-      publish its last event);
-    - while it is being built, and for a second signal while it spins, KeyboardInterrupt at once;
+    - once the node is built, the first signal asks the spin loop to stop after its current wait: no
+      callback is cut in half, no rclpy object is left half-made (the executor is built after the
+      node), and the context stays up until close() has run (a recorder can still publish its last
+      event);
+    - while the node is being built, and for a second signal after it, KeyboardInterrupt at once;
     - while it closes, a second Ctrl-C (SIGINT) cuts the close short; SIGTERM does not. ros2 launch
       sends SIGTERM 5 s after its SIGINT whatever the node is doing, and a close that saves a
       checkpoint or finishes an episode may need longer; SIGKILL stays the supervisor's last resort.
@@ -151,9 +152,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
             signal_handler_options=SignalHandlerOptions.NO if own_signals else None,
         )
         node = factory()
+        stops.spinning = True
         executor = ThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
-        stops.spinning = True
         while rclpy.ok() and not stops.requested:
             executor.spin_once(timeout_sec=0.2)
             exit_code = getattr(node, "exit_code", None)

@@ -5,6 +5,7 @@ take 0.3 s; close() reports how many were still running. `--slow-build`: the nod
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from rclpy.node import Node
@@ -20,10 +21,15 @@ class BusyNode(Node):
             time.sleep(60)
         self.running = 0
         self.ran = 0
+        self.spinning = threading.Event()
+        self.lock = threading.Lock()
         self.create_timer(0.05, self.tick)
-        print("spinning", flush=True)
 
     def tick(self) -> None:
+        with self.lock:  # two executor threads: announce once
+            if not self.spinning.is_set():
+                self.spinning.set()
+                print("spinning", flush=True)  # from a callback: run_node is spinning the node
         self.running += 1
         time.sleep(0.3)
         self.ran += 1
