@@ -68,6 +68,7 @@ def q_against_distance(learner: Learner, n: int, temperature: float, states: int
     correlation of Q with the candidate's distance from the actor's mean action and with its
     log-likelihood under π_BC (positive / negative: Q grows away from the data), and how much Q
     varies across one state's candidates against how much it varies across states."""
+    learner.critic.eval()  # batch norm on its running statistics: each candidate valued on its own
     batch = learner._tensors(learner.sampler.sample(states, np.random.default_rng(0), "rollout"))
     x = batch["x"]
     dist = learner.actor(x)
@@ -128,7 +129,6 @@ def main() -> None:
     )
     state = learner.load_checkpoint(run_dir / "learner.pt")
     print(f"{run_dir}: {state.env_steps} env steps, {state.updates} updates")
-    learner.critic.eval()
     d = q_against_distance(learner, args.n, args.temperature)
     print(
         f"corr(Q, |u - mean|) = {d['corr_q_distance']:+.2f},"

@@ -312,9 +312,11 @@ class Learner:
         self.timings["feature_frames"] = float(frames)
         log.info("cached encoder keypoints of %d frames in %.1f s", frames, self.timings["features_s"])
 
-    def _sample(self, batch_size: int) -> tuple[dict[str, Tensor], int]:
-        """A batch with the configured share of demonstration rows first; returns (batch, n_demo)."""
-        steps, _, n_demo = self._sample_windows(batch_size, horizon=1)
+    def _sample(
+        self, batch_size: int, subset: Literal["mixed", "demo"] = "mixed"
+    ) -> tuple[dict[str, Tensor], int]:
+        """One-step transitions, demonstration rows first (see `_sample_windows`); (batch, n_demo)."""
+        steps, _, n_demo = self._sample_windows(batch_size, horizon=1, subset=subset)
         return steps[0], n_demo
 
     def _sample_windows(
@@ -437,7 +439,7 @@ class Learner:
             if self.image_mode:
                 x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
             else:
-                batch, _ = self._sample_demo(cfg.batch_size)
+                batch, _ = self._sample(cfg.batch_size, subset="demo")
                 x, u = batch["x"], batch["u"]
             loss, m = faithful_bc_loss(self.bc_policy, x, u)
             self.bc_optim.zero_grad(set_to_none=True)
@@ -449,9 +451,6 @@ class Learner:
                 if progress:
                     progress("bc", step, steps, metrics)
         return metrics
-
-    def _sample_demo(self, batch_size: int) -> tuple[dict[str, Tensor], int]:
-        return self._tensors(self.sampler.sample(batch_size, self.rng, "demo")), batch_size
 
     def _pretrain_critic(
         self, progress: Callable[[str, int, int, Metrics], None] | None, steps: int | None = None
