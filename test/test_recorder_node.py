@@ -125,9 +125,13 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
         "task": "lift",
         "step_wait_s": 1.0,
         "flush_every": 1,
+        "camera_wait_s": 1.0,
     }
     with NodeProcess("recorder_node", ros_env, params) as rec, RosProbe(ros_env) as probe:
         probe.subscribe(String, EPISODE_TOPIC)
+        # No frame yet: an episode begun now would lose its first steps, so the start is refused.
+        early = probe.call(Trigger, "/recorder/start")
+        assert not early.success and "no frame from camera front (/cameras/front/image_raw)" in early.message
         feed = Feeder(probe, camera_size=(12, 16))  # the camera publishes 16x12: recorded resized to 32x24
         # Best-effort frames published before the recorder has matched the camera's writer are
         # lost (no handshake): republish until it has one, so the episode's first step has a frame.

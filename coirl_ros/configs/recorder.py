@@ -23,6 +23,10 @@ class RecorderConfig(ConfigModel):
     step_wait_s: Annotated[float, Field(gt=0)] = 2.0
     # A camera frame more than this older than the step's observation is not paired (step skipped).
     max_image_lag_s: Annotated[float, Field(gt=0)] = 0.5
+    # A start waits this long (wall time) for a first frame from every camera, then fails: an episode
+    # begun before a camera's frames reach the recorder loses its first steps (best-effort frames sent
+    # before discovery matched the recorder are gone), and one from a dead camera loses all of them.
+    camera_wait_s: Annotated[float, Field(gt=0)] = 5.0
     # Object-state values per frame (/coirl/environment_state) when the store is created: 0 = none (a
     # robot), n = the sim task's object state; None = an existing store's, else the size of the
     # sim's (latched) message, else 0 when nothing publishes one (see recorder_node).

@@ -16,7 +16,8 @@ The store (parameter `store`) is created on the first start, with the spec from 
 the environment state size: `env_state_dim` if set (0 on a robot), else an existing store's, else
 the size of what arrived on /coirl/environment_state (sim_node latches it, so a paused sim still
 tells), else 0 when nothing publishes there. A publisher that has sent nothing within
-ENV_STATE_WAIT_S makes the start fail (a store with the wrong spec would be worse). The recorder is
+ENV_STATE_WAIT_S makes the start fail (a store with the wrong spec would be worse), and so does a
+camera that has sent no frame within `camera_wait_s` (its episode would lose steps). The recorder is
 the store's single writer while it runs. /recorder/stop first waits (up to `step_wait_s`) for the
 observations of steps already received, so the episode's last steps are not lost to a slow hop.
 Killed mid-episode, it loses that episode's unflushed frames only; stopped cleanly mid-episode, it
@@ -91,6 +92,7 @@ RECORDER_FIELDS = (
     "buffer_s",
     "step_wait_s",
     "max_image_lag_s",
+    "camera_wait_s",
     "env_state_dim",
 )
 # Deep reliable queues: a burst of ticks must not lose a record while a frame is being written.
@@ -136,6 +138,7 @@ class RecorderNode(Node):
         self.latest_version: int | None = None
         self._stopping = False  # a stop is settling: steps arriving now are not the episode's
         self._warned: set[str] = set()
+        self._cameras_heard: set[str] = set()
         self._lock = threading.RLock()
 
         # Latched: a controller that matches late (just started) still learns the episode began.
@@ -220,6 +223,7 @@ class RecorderNode(Node):
             self._warn_once(f"img_{camera}", f"camera {camera}: {err}")
             return
         self.assembler.add_image(camera, stamp_seconds(msg.header.stamp), rgb)
+        self._cameras_heard.add(camera)
         if camera in self.assembler.resized_from:
             h, w = self.assembler.resized_from[camera]
             want = dict(self.assembler.spec.cameras)[camera]
@@ -333,8 +337,25 @@ class RecorderNode(Node):
             deadline = time.monotonic() + ENV_STATE_WAIT_S
             while time.monotonic() < deadline and self._env_state_undecided():
                 time.sleep(0.02)
+        deadline = time.monotonic() + self.cfg.camera_wait_s
+        while time.monotonic() < deadline and self._silent_cameras():
+            time.sleep(0.02)
+        if silent := self._silent_cameras():
+            topics = ", ".join(f"{c.name} ({c.image_topic})" for c in self.robot.cameras if c.name in silent)
+            error = (
+                f"no frame from camera {topics} within {self.cfg.camera_wait_s:g} s: is its camera_node"
+                " running? (an episode begun now would lose its steps)"
+            )
+            self.get_logger().error(f"cannot start recording: {error}")
+            response.success, response.message = False, error
+            return response
         with self._lock:
             return self._start(response)
+
+    def _silent_cameras(self) -> list[str]:
+        """The cameras of the spec that have not delivered a frame to this recorder yet."""
+        with self._lock:
+            return [c.name for c in self.robot.cameras if c.name not in self._cameras_heard]
 
     def _start(self, response: Trigger.Response) -> Trigger.Response:
         try:
