@@ -320,6 +320,16 @@ def test_n_step_targets_sum_the_window_and_discount_the_bootstrap(mixed_store: E
     assert 0.0 <= sparse.train(5)["critic/target_mean"] <= 1.0
 
 
+def test_advantage_weighted_actor_trains_csil_only(mixed_store: EpisodeStore) -> None:
+    with pytest.raises(ValueError, match="option of the CSIL actor"):
+        _config(method="sparse", actor_update="advantage_weighted")
+    learner = Learner(_config(method="csil", actor_update="advantage_weighted"), mixed_store, scale=SCALE)
+    learner.pretrain()
+    metrics = learner.train(10)
+    assert np.isfinite(metrics["losses/actor"]) and 1.0 <= metrics["actor/weight_max"] <= 20.0
+    assert "actor/advantage_std" in metrics
+
+
 def test_reanchoring_needs_success_labels_and_a_method_that_imitates() -> None:
     with pytest.raises(ValueError, match="successes_as_demos"):
         _config(method="csil", reanchor_every_env_steps=100)

@@ -123,6 +123,16 @@ class LearnerConfig(ConfigModel):
     # inside the window are not corrected for being off-policy (as in DrQ-v2's n-step returns), and
     # the soft value's KL term is counted at the bootstrap state only.
     n_step: PositiveInt = 1
+    # How the CSIL actor uses the critic. "reparameterised" (the references'): ascend ∇_a Q at the
+    # actor's own samples, which trusts Q wherever the actor goes, including actions no rollout ever
+    # tried. "advantage_weighted" (AWR/AWAC-style): maximum likelihood of the batch's recorded actions,
+    # each weighted by exp(A / awr_temperature), A(s, a) = Q(s, a) - Q(s, mean action), capped at
+    # awr_max_weight; it reads Q only at actions that were executed, so it cannot be led to an
+    # extrapolated optimum (bench/critic_guided_eval.py found the critics' extremes fail). Both keep
+    # the beta-weighted KL to pi_BC. awr_temperature is in value units.
+    actor_update: Literal["reparameterised", "advantage_weighted"] = "reparameterised"
+    awr_temperature: Annotated[float, Field(gt=0)] = 1.0
+    awr_max_weight: Annotated[float, Field(ge=1)] = 20.0
     sparse_temperature: Annotated[float, Field(ge=0)] = 1e-3  # entropy weight of the sparse baseline
     warmup_env_steps: Annotated[int, Field(ge=0)] = 0  # online steps collected before the first update
     bc: BCConfig = BCConfig()
@@ -137,6 +147,15 @@ class LearnerConfig(ConfigModel):
             raise ValueError(
                 f"success_reward adds to CSIL's coherent reward; method {self.method} has none"
                 " (the sparse baseline's reward is the success label alone)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _actor_update_is_csil(self) -> LearnerConfig:
+        if self.actor_update != "reparameterised" and self.method != "csil":
+            raise ValueError(
+                f"actor_update {self.actor_update} is an option of the CSIL actor; method {self.method}"
+                " has its own"
             )
         return self
 

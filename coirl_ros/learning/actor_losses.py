@@ -1,4 +1,5 @@
-"""The KL-regularised actor objective of the online phase (DESIGN.md 2.4, 2.5)."""
+"""The actor objectives of the online phase: CSIL's KL-regularised ones (DESIGN.md 2.4, 2.5) and the
+sparse baseline's entropy-regularised one."""
 
 from __future__ import annotations
 
@@ -62,6 +63,45 @@ def kl_regularised_actor_loss(
         "losses/actor": loss.detach(),
         "actor/kl_to_bc": kl.mean().detach(),
         "actor/q": q.mean().detach(),
+    }
+    return loss, metrics
+
+
+def advantage_weighted_actor_loss(
+    policy: nn.Module,
+    bc_prior: nn.Module,
+    critic: nn.Module,
+    obs: Tensor,
+    action: Tensor,
+    beta: float,
+    temperature: float,
+    max_weight: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """L(θ) = E_(s,a)~batch[ −w(s, a) · log π_θ(a|s) ] + β · E_s[ KL(π_θ(·|s) ‖ π_BC(·|s)) ],
+
+        w(s, a) = min( exp(A(s, a) / temperature), max_weight ),  A(s, a) = Q(s, a) − Q(s, tanh(μ_θ(s))),
+
+    with (s, a) the batch's recorded pairs (demonstrations and rollouts). The advantage is taken
+    against the actor's mean action, the one the robot runs when it does not explore. Q is read only
+    at recorded actions and at the mean, never at an action no rollout tried, which is what keeps a
+    critic fitted to a few hundred near-mean episodes from leading the actor off its support (AWR,
+    AWAC). The weights carry no gradient; the KL is the analytic one of `kl_regularised_actor_loss`.
+    """
+    dist = policy(obs)
+    with torch.no_grad(), _critic_as_function(critic):
+        advantage = critic(obs, action) - critic(obs, dist.mode())
+        weight = torch.exp(advantage / temperature).clamp(max=max_weight)
+        prior = bc_prior(obs)
+    log_likelihood = dist.log_prob(action)
+    kl = gaussian_kl(dist.mean, dist.std, prior.mean, prior.std)
+    loss = (-weight * log_likelihood + beta * kl).mean()
+    metrics = {
+        "losses/actor": loss.detach(),
+        "actor/kl_to_bc": kl.mean().detach(),
+        "actor/advantage": advantage.mean(),
+        "actor/advantage_std": advantage.std(),
+        "actor/weight_max": weight.max(),
+        "actor/log_likelihood": log_likelihood.mean().detach(),
     }
     return loss, metrics
 

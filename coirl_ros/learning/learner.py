@@ -56,6 +56,7 @@ from coirl_ros.data.episode_store import Episode
 from coirl_ros.data.transition_sampler import TransitionSampler
 from coirl_ros.durable_files import write_atomically
 from coirl_ros.learning.actor_losses import (
+    advantage_weighted_actor_loss,
     entropy_regularised_actor_loss,
     frozen_copy,
     kl_regularised_actor_loss,
@@ -660,7 +661,12 @@ class Learner:
             self.reward_optim.step()
             metrics |= m
         # -- actor
-        if csil:
+        if csil and cfg.actor_update == "advantage_weighted":
+            a_loss, m = advantage_weighted_actor_loss(
+                self.actor, self.bc_prior, self.critic, b["x"], b["u"], cfg.beta,
+                cfg.awr_temperature, cfg.awr_max_weight,
+            )  # fmt: skip
+        elif csil:
             a_loss, m = kl_regularised_actor_loss(self.actor, self.bc_prior, self.critic, b["x"], cfg.beta)
         else:
             a_loss, m = entropy_regularised_actor_loss(
