@@ -229,12 +229,14 @@ def test_learner_killed_and_respawned_resumes_while_the_policy_keeps_acting(fine
     saved = json.loads(checkpointed[-1].data)["last_checkpoint_updates"]
     launcher.send_signal("learner_node", signal.SIGKILL)
     killed_at = time.time()
-    last = max(accepted_versions(probe))
-    # While the learner is down (the launcher restarts it after 2 s), the robot does not notice: the
-    # policy acts on its last weights, tick after tick.
+    # While the learner is down (the launcher restarts it after 2 s, and it takes seconds more to
+    # publish), the robot does not notice: the policy acts on its last weights, tick after tick. A
+    # snapshot published just before the kill may still be in flight or being validated: let it land.
+    time.sleep(0.5)
     probe.clear(STEP_TOPIC)
-    time.sleep(1.5)
+    time.sleep(1.2)
     acting = [decode_step(m) for m in probe.got(STEP_TOPIC)]
+    last = max(accepted_versions(probe))
     assert len(acting) > 5 and {s.policy_version for s in acting} == {last}
     assert launcher.wait_output("learner_node", "resumed from", timeout=60, instance=1), launcher.output(
         "learner_node"
