@@ -34,7 +34,7 @@ def actor_with_weights(tmp_path: Path, temperature: float) -> PolicyActor:
         critic=CriticConfig(hidden_sizes=[16, 16], num_bins=11),
     )
     learner = Learner(config, store, "residual", 0.5)
-    swapper = WeightSwapper(lambda: learner, prepare=prepare_acting)
+    swapper = WeightSwapper(prepare=prepare_acting)
     swapper.validate(learner.snapshot().to_bytes())
     inputs = (OBS_STATE, OBS_ENV_STATE)
     actor = PolicyActor(ConstantBase(), inputs, "residual", 0.5, swapper, True, temperature)

@@ -138,7 +138,9 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     LocalBCBase(network, norm, config, ROBOT.state_dim, ENV_DIM, 7).save(root / "base")
     store = root / "episodes.zarr"
     EpisodeStore.create(store, EpisodeSpec(ROBOT.state_dim, 7, (), RATE_HZ, ENV_DIM))
-    learner = tiny_learner_config(store)
+    # The node is told of a store it cannot open, as on a robot whose learner (and its episode store)
+    # runs on another machine: it must validate weights from their own spec, never from the store.
+    learner = tiny_learner_config(root / "on_the_learner_machine" / "episodes.zarr")
     policy = yaml.safe_load((config_dir() / "policy.yaml").read_text())
     policy["base"]["checkpoint"] = str(root / "base")
     return {
@@ -258,10 +260,14 @@ def test_rejects_malformed_weights_and_reports_why(
     g, _ = graph
     accepted_so_far = len(g.statuses())
     wide = Learner(tiny_learner_config(artefacts["store"], hidden=32), EpisodeStore.open(artefacts["store"]))
+    diverged = nan_bytes(snapshot_bytes(PUBLISHED["learner"]))  # the active run's next version
     bad = {
         "garbage": b"definitely not safetensors",
-        "nan": nan_bytes(snapshot_bytes(PUBLISHED["learner"])),  # the active run's next version, diverged
-        "shape": snapshot_bytes(wide),
+        "nan": diverged,
+        # A wider network's tensors under that version's spec: weights that do not fit what they claim.
+        "shape": safetensors.torch.save(
+            safetensors.torch.load(snapshot_bytes(wide)), metadata=weight_snapshot._read_metadata(diverged)
+        ),
         "replay": PUBLISHED["v1"],  # an old version of the active run
     }
     for data in bad.values():
@@ -273,7 +279,7 @@ def test_rejects_malformed_weights_and_reports_why(
     assert not any(r["accepted"] for r in reports.values())
     assert "safetensors" in reports["garbage"]["reason"]
     assert "non-finite" in reports["nan"]["reason"]
-    assert "hidden_sizes" in reports["shape"]["reason"]
+    assert "tensor mismatch" in reports["shape"]["reason"]
     assert "stale snapshot: version 1" in reports["replay"]["reason"]
     diag = g.diagnostics(after=time.time())
     assert diag["active_version"] == PUBLISHED["learner"].state.version - 1  # the NaN one was not taken

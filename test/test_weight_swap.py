@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from coirl_ros.configs import LearnerConfig
 from coirl_ros.configs.learner import BCConfig, CriticConfig
 from coirl_ros.constants import ACTION_BASE, OBS_ENV_STATE, OBS_STATE
 from coirl_ros.control.policy_actor import PolicyActor
-from coirl_ros.control.weight_swap import SwapReport, WeightSwapper
+from coirl_ros.control.weight_swap import ReceiverCapabilities, SwapReport, WeightSwapper
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 from coirl_ros.learning import weight_snapshot
 from coirl_ros.learning.learner import Learner
@@ -41,9 +42,29 @@ def learner(tmp_path: Path) -> Learner:
     return make_learner(tmp_path)
 
 
+def receiver_for(learner: Learner, **changes: object) -> ReceiverCapabilities:
+    """What a policy node running this learner's residual can run (its spec's composition, scale,
+    action size and inputs), with `changes`."""
+    spec = learner.policy_spec()
+    fields = {
+        "composition": spec.composition,
+        "scale": spec.scale,
+        "action_dim": spec.action_dim,
+        "inputs": frozenset(spec.obs_keys),
+    }
+    return ReceiverCapabilities(**(fields | changes))
+
+
 def collect(learner: Learner) -> tuple[WeightSwapper, list[SwapReport]]:
     reports: list[SwapReport] = []
-    return WeightSwapper(lambda: learner, reports.append), reports
+    return WeightSwapper(receiver_for(learner), reports.append), reports
+
+
+def tampered(shapes_from: bytes, metadata_from: bytes) -> bytes:
+    """One snapshot's tensors under another's metadata (spec): weights that do not fit their spec."""
+    return safetensors.torch.save(
+        safetensors.torch.load(shapes_from), metadata=weight_snapshot._read_metadata(metadata_from)
+    )
 
 
 def nan_bytes(data: bytes) -> bytes:
@@ -75,7 +96,9 @@ def test_rejections_name_the_problem(tmp_path: Path, learner: Learner) -> None:
         "garbage": b"\x00\x01not a snapshot at all",
         "stale": good,  # the same version again: a replay
         "nan": nan_bytes(learner.snapshot().to_bytes()),
-        "shape": make_learner(tmp_path, "wide", hidden=32).snapshot().to_bytes(),
+        "shape": tampered(
+            make_learner(tmp_path, "wide", hidden=32).snapshot().to_bytes(), learner.snapshot().to_bytes()
+        ),
         "spec": make_learner(tmp_path, "scaled", scale=0.3).snapshot().to_bytes(),
     }
     for data in cases.values():
@@ -84,8 +107,8 @@ def test_rejections_name_the_problem(tmp_path: Path, learner: Learner) -> None:
     assert "safetensors" in reasons["garbage"]
     assert "stale snapshot: version 1" in reasons["stale"]
     assert "non-finite" in reasons["nan"]
-    assert "policy spec mismatch" in reasons["shape"] and "hidden_sizes" in reasons["shape"]
-    assert "scale" in reasons["spec"]
+    assert "tensor mismatch" in reasons["shape"] and "expected shape (16, " in reasons["shape"]
+    assert "policy spec mismatch" in reasons["spec"] and "scale 0.3" in reasons["spec"]
     assert swapper.take().version == 1  # only the valid one was ever staged
     assert swapper.take() is None and swapper.rejected == len(cases)
 
@@ -112,11 +135,10 @@ def test_a_new_learner_run_restarts_versions_but_an_older_run_is_a_replay(tmp_pa
 def test_take_never_waits_for_validation(learner: Learner) -> None:
     release = threading.Event()
 
-    def slow_template() -> Learner:
-        release.wait(10)  # the first template build blocks the worker (e.g. opening a large store)
-        return learner
+    def slow_prepare(module: torch.nn.Module) -> None:
+        release.wait(10)  # the worker is busy with this snapshot (a large module, a slow machine)
 
-    swapper = WeightSwapper(slow_template).start()
+    swapper = WeightSwapper(receiver_for(learner), prepare=slow_prepare).start()
     try:
         swapper.submit(learner.snapshot().to_bytes())
         start = time.perf_counter()
@@ -134,19 +156,42 @@ def test_take_never_waits_for_validation(learner: Learner) -> None:
         swapper.close()
 
 
-def test_missing_store_rejects_then_retries(tmp_path: Path, learner: Learner) -> None:
-    attempts = []
+def test_weights_are_built_from_their_own_spec_within_what_the_receiver_runs(tmp_path: Path) -> None:
+    """The receiver needs no learner and no episode store (the learner may be on another machine): a
+    learner restarted with other network sizes is adopted; what this side cannot run is refused."""
+    narrow = make_learner(tmp_path, "narrow")
+    swapper, reports = collect(narrow)
+    assert swapper.validate(narrow.snapshot().to_bytes()).accepted
+    wide = make_learner(tmp_path, "wide", hidden=32)
+    assert swapper.validate(wide.snapshot().to_bytes()).accepted, reports[-1]
+    loaded = swapper.take()
+    assert loaded.spec.hidden_sizes == (32, 32)
+    for name, tensor in wide.actor.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[name], tensor)
 
-    def template() -> Learner:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise FileNotFoundError("no store yet")
-        return learner
+    data = make_learner(tmp_path, "later").snapshot().to_bytes()
+    refusals = {
+        "dimensions": receiver_for(narrow, action_dim=8),
+        "['observation.environment_state'], which this policy does not receive": receiver_for(
+            narrow, inputs=frozenset({OBS_STATE, ACTION_BASE})
+        ),
+        "this policy composes ensemble at scale 0.1": receiver_for(narrow, composition="ensemble"),
+    }
+    for reason, receiver in refusals.items():
+        report = WeightSwapper(receiver).validate(data)
+        assert not report.accepted and reason in report.reason, report.reason
 
-    swapper = WeightSwapper(template)
-    first = swapper.validate(learner.snapshot().to_bytes())
-    assert not first.accepted and "no store yet" in first.reason
-    assert swapper.validate(learner.snapshot().to_bytes()).accepted
+
+def test_a_spec_naming_a_huge_network_is_refused_before_anything_is_allocated(learner: Learner) -> None:
+    data = learner.snapshot().to_bytes()
+    metadata = weight_snapshot._read_metadata(data)
+    spec = json.loads(metadata["spec"])
+    spec["hidden_sizes"] = [10**6, 10**6]  # 10^12 weights: would exhaust any robot PC
+    metadata["spec"] = json.dumps(spec)
+    huge = safetensors.torch.save(safetensors.torch.load(data), metadata=metadata)
+    swapper, _ = collect(learner)
+    report = swapper.validate(huge)
+    assert not report.accepted and "tensor mismatch" in report.reason
 
 
 class FixedBase:
@@ -207,7 +252,7 @@ def test_fast_residual_acts_exactly_as_the_learners_module(learner: Learner) -> 
     with torch.no_grad():
         learner.actor.net.mean_weights.normal_(0, 3.0)
         learner.actor.net.scale_tril.add_(0.01 * torch.randn_like(learner.actor.net.scale_tril))
-    swapper = WeightSwapper(lambda: learner, prepare=prepare_acting)
+    swapper = WeightSwapper(prepare=prepare_acting)
     swapper.validate(learner.snapshot().to_bytes())
     loaded = swapper.take()
     fast = loaded.acting

@@ -21,9 +21,9 @@ from coirl_ros.control.loop import ActorOutput
 from coirl_ros.control.residual_inference import FastResidual
 from coirl_ros.control.weight_swap import LoadedPolicy, WeightSwapper
 from coirl_ros.ingestion.image_codec import resize_rgb
+from coirl_ros.learning.acting_policy import image_sizes
 from coirl_ros.learning.image_policy import ImageResidualPolicy
 from coirl_ros.learning.residual_policy import ResidualPolicy
-from coirl_ros.learning.weight_snapshot import PolicySpec
 from coirl_ros.policies.composition import compose_ensemble, compose_residual
 
 log = logging.getLogger(__name__)
@@ -137,18 +137,6 @@ class PolicyActor:
             )
         acting = active.acting if isinstance(active.acting, FastResidual) else module
         return np.asarray(acting.act(x, deterministic, self.explore_temperature), dtype=np.float64)
-
-
-def image_sizes(spec: PolicySpec) -> dict[str, tuple[int, int]]:
-    """image key -> (height, width) the encoder was trained at (`PolicySpec.extra` "image_sizes"): the
-    robot's cameras may stream larger frames than the episode store keeps, so the loop resizes them."""
-    text = dict(spec.extra).get("image_sizes", "")
-    out = {}
-    for item in filter(None, text.split(",")):
-        name, size = item.split(":")
-        h, w = size.split("x")
-        out[image_key(name)] = (int(h), int(w))
-    return out
 
 
 def prepare_acting(module: object) -> FastResidual | None:

@@ -20,21 +20,46 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from torch import nn
 
+from coirl_ros.learning.acting_policy import load_acting_policy
 from coirl_ros.learning.weight_snapshot import PolicySpec, SnapshotError, WeightSnapshot
 
 log = logging.getLogger(__name__)
 
 
-class ResidualTemplate(Protocol):
-    """What published weights must fit: `Learner.policy_spec()` and `Learner.new_acting_policy()`."""
+@dataclass(frozen=True)
+class ReceiverCapabilities:
+    """What a receiver can run. Weights for anything else are refused before a module is built for
+    them; within these limits any architecture the spec names is accepted (`acting_policy_from_spec`),
+    so a learner restarted with other network sizes needs no restart of the robot side."""
 
-    def policy_spec(self) -> PolicySpec: ...
+    composition: str  # how the receiver composes base and residual (policy.yaml residual)
+    scale: float
+    action_dim: int  # the robot's action space
+    inputs: frozenset[str]  # observation keys the receiver can feed, the base action included
 
-    def new_acting_policy(self) -> nn.Module: ...
+    def check(self, spec: PolicySpec) -> None:
+        """Raise `SnapshotError` naming the first thing in `spec` this receiver cannot run."""
+        if (spec.composition, spec.scale) != (self.composition, self.scale):
+            raise SnapshotError(
+                f"policy spec mismatch: the weights are for composition {spec.composition} at scale"
+                f" {spec.scale:g}; this policy composes {self.composition} at scale {self.scale:g}"
+                " (policy.yaml residual)"
+            )
+        if spec.action_dim != self.action_dim:
+            raise SnapshotError(
+                f"policy spec mismatch: the weights act in {spec.action_dim} dimensions; this robot's"
+                f" action space has {self.action_dim}"
+            )
+        missing = [k for k in spec.obs_keys if k not in self.inputs]
+        if missing:
+            raise SnapshotError(
+                f"policy spec mismatch: the weights read {missing}, which this policy does not receive"
+                f" (it has {sorted(self.inputs)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -72,22 +97,20 @@ class SwapReport:
 class WeightSwapper:
     """Validates snapshots on a worker thread; the loop adopts the newest valid one with `take()`.
 
-    `template` is built on the worker when it starts (in the policy node it needs the episode store's
-    spec, which may not exist yet then); a failure to build it is retried with the next snapshot, which
-    it rejects meanwhile. `prepare(module)` runs on the worker after a successful load (e.g. caching
-    what acting needs), so the loop never pays for it.
+    Each snapshot's module is built from its own spec (`load_acting_policy`), after `receiver`
+    (None: anything) has checked that this side can run it; the weights must then fit that module
+    exactly. `prepare(module)` runs on the worker after a successful load (e.g. caching what acting
+    needs), so the loop never pays for it.
     """
 
     def __init__(
         self,
-        template: Callable[[], ResidualTemplate],
+        receiver: ReceiverCapabilities | None = None,
         on_report: Callable[[SwapReport], None] | None = None,
         prepare: Callable[[nn.Module], Any] | None = None,
     ) -> None:
-        self._make_template = template
+        self.receiver = receiver
         self._prepare = prepare
-        self._template: ResidualTemplate | None = None
-        self._spec: PolicySpec | None = None
         self._on_report = on_report
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -146,8 +169,9 @@ class WeightSwapper:
         start = time.perf_counter()
         snap: WeightSnapshot | None = None
         try:
-            self._ensure_template()
             snap = WeightSnapshot.from_bytes(data)
+            if self.receiver is not None:
+                self.receiver.check(snap.spec)
             with self._lock:
                 newest = self._newest
             min_version = None
@@ -158,15 +182,14 @@ class WeightSwapper:
                     f"snapshot of learner run {snap.run_id!r} was created before the loaded one of run"
                     f" {newest.run_id!r}: a replay of an older run"
                 )
-            module = self._template.new_acting_policy()
-            snap.load_into(module, self._spec, min_version)  # all checks first; all or nothing
+            module = load_acting_policy(snap, min_version)  # all checks first; all or nothing
             module.eval()
             module.requires_grad_(False)
         except SnapshotError as err:
             return self._report(_report_for(False, str(err), snap, len(data), start))
         acting = self._prepare(module) if self._prepare is not None else None
         loaded = LoadedPolicy(
-            module, self._spec, snap.version, snap.run_id, snap.method, snap.created_unix, snap.updates,
+            module, snap.spec, snap.version, snap.run_id, snap.method, snap.created_unix, snap.updates,
             received_mono, acting,
         )  # fmt: skip
         with self._lock:
@@ -174,23 +197,7 @@ class WeightSwapper:
             self._ready = loaded
         return self._report(_report_for(True, "accepted", snap, len(data), start))
 
-    def _ensure_template(self) -> None:
-        """Build the expected module's template once (the worker does it at start, off the loop)."""
-        if self._template is None:
-            try:
-                template = self._make_template()
-                spec = template.policy_spec()
-            except Exception as err:  # e.g. the episode store does not exist yet: retry with a snapshot
-                raise SnapshotError(f"cannot build the expected residual policy: {err}") from err
-            self._template, self._spec = template, spec
-
     def _work(self) -> None:
-        # Building the template is the costly part of a first swap (the learner's networks): do it now,
-        # before any weights arrive, so the first swap costs what every later one does.
-        try:
-            self._ensure_template()
-        except SnapshotError as err:
-            log.info("%s; retrying when weights arrive", err)
         while True:
             with self._lock:
                 while self._pending is None and not self._closed:

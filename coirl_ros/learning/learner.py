@@ -55,6 +55,7 @@ from coirl_ros.data import EpisodeStore
 from coirl_ros.data.episode_store import Episode
 from coirl_ros.data.transition_sampler import TransitionSampler
 from coirl_ros.durable_files import write_atomically
+from coirl_ros.learning.acting_policy import IMAGE_ARCHITECTURE, STATE_ARCHITECTURE, acting_policy_from_spec
 from coirl_ros.learning.actor_losses import (
     advantage_weighted_actor_loss,
     entropy_regularised_actor_loss,
@@ -700,11 +701,11 @@ class Learner:
             ("bottleneck", str(bc.bottleneck)),
             ("num_features", str(bc.num_features)),
         )
-        keys, architecture = self.keys, "hetstat"
+        keys, architecture = self.keys, STATE_ARCHITECTURE
         if self.image_mode:
             ic = self.config.image
             keys = (*self.spec.image_keys(), OBS_STATE, ACTION_BASE)
-            architecture = "spatial_softmax+hetstat"
+            architecture = IMAGE_ARCHITECTURE
             extra += image_policy_extra(self.spec.cameras, ic.num_keypoints, ic.conv_layers)
         return PolicySpec(
             obs_dim=self.obs_dim,
@@ -718,17 +719,13 @@ class Learner:
         )
 
     def new_acting_policy(self) -> ResidualPolicy | ImageResidualPolicy:
-        """A fresh, untrained module of the published architecture (what a snapshot loads into).
+        """A fresh, untrained module of the published architecture, built from `policy_spec()` alone
+        as a receiver builds it (`acting_policy_from_spec`).
 
         Its random initialisation draws from a forked RNG: building one leaves training reproducible.
         """
         with torch.random.fork_rng(devices=[]):
-            policy = self._new_policy()
-            if not self.image_mode:
-                return policy
-            ic = self.config.image
-            encoder = make_image_encoder(self.spec.cameras, ic.num_keypoints, ic.conv_layers, ic.shift_pad)
-            return ImageResidualPolicy(encoder.to(self.device), policy)
+            return acting_policy_from_spec(self.policy_spec()).to(self.device)
 
     def snapshot(self) -> WeightSnapshot:
         """The actor's weights as the next versioned snapshot (copies: training may go on at once)."""

@@ -5,7 +5,9 @@ A thin adapter over `coirl_ros.control` (see loop.py for the tick logic):
 - in: /coirl/state (JointState, config order, from joint_node), /coirl/environment_state (sim: the
   local BC base and state residuals read it), the robot's camera topics (pi0.5, image residuals),
   /coirl/episode (acts only while an episode is active, unless `require_episode:=false`),
-  /coirl/policy/weights (latched; validated off the loop, swapped in between two ticks);
+  /coirl/policy/weights (latched; validated off the loop, swapped in between two ticks). Each snapshot's
+  module is built from the spec it carries, once this node has checked it can run it (composition and
+  scale, action size, inputs it receives): the learner and its episode store may be on another machine;
 - out: joint commands to ros2_control as robot.yaml `command:` says, a StepRecord on /coirl/step for
   every tick it commands, accept/reject JSON on /coirl/policy/weights_status, diagnostics JSON
   (tick latency, jitter, missed ticks, active version, hold reason) on /coirl/policy/diagnostics;
@@ -33,17 +35,15 @@ from trajectory_msgs.msg import JointTrajectory
 from coirl_ros.configs import (
     ConfigError,
 )
-from coirl_ros.constants import OBS_ENV_STATE, OBS_STATE, image_key
+from coirl_ros.constants import ACTION_BASE, OBS_ENV_STATE, OBS_STATE, image_key
 from coirl_ros.control.action_space import make_action_space
 from coirl_ros.control.base_source import load_base_policy, make_base_source
 from coirl_ros.control.limits import CommandLimiter
 from coirl_ros.control.loop import ControlLoop
 from coirl_ros.control.policy_actor import PolicyActor, default_base_inputs, prepare_acting
 from coirl_ros.control.watchdog import ObservationWatchdog
-from coirl_ros.control.weight_swap import SwapReport, WeightSwapper
-from coirl_ros.data import EpisodeStore
+from coirl_ros.control.weight_swap import ReceiverCapabilities, SwapReport, WeightSwapper
 from coirl_ros.ingestion.image_codec import image_to_rgb, resize_rgb
-from coirl_ros.learning.learner import Learner
 from coirl_ros.nodes.control_messages import (
     command_messages,
     json_message,
@@ -91,7 +91,8 @@ class PolicyNode(Node):
         self.base_source = make_base_source(
             base, cfg.requery_every, cfg.latency_margin_steps, p["asynchronous_base"]
         )
-        self.swapper = self._make_swapper(p["initial_weights"])
+        action_space = make_action_space(self.policy.action_space, self.robot)
+        self.swapper = self._make_swapper(p["initial_weights"], base, action_space.dim)
         residual = self.policy.residual
         self.actor = PolicyActor(
             self.base_source,
@@ -104,7 +105,7 @@ class PolicyNode(Node):
         )
         self.loop = ControlLoop(
             self.actor,
-            make_action_space(self.policy.action_space, self.robot),
+            action_space,
             CommandLimiter.from_robot_config(self.robot, self.period),
             ObservationWatchdog(self.robot.state_timeout_s, ()),
             self.period,
@@ -172,18 +173,18 @@ class PolicyNode(Node):
             )
         return out
 
-    def _make_swapper(self, initial_weights: str) -> WeightSwapper | None:
+    def _make_swapper(self, initial_weights: str, base: Any, action_dim: int) -> WeightSwapper | None:
         residual = self.policy.residual
         if residual is None or self.learner_cfg.method == "base":
             return None
-        learner_cfg, store_path = self.learner_cfg, Path(self.learner_cfg.store)
-
-        def template() -> Learner:  # the learner's own description of what it publishes (spec + module)
-            return Learner(learner_cfg, EpisodeStore.open(store_path), residual.composition, residual.scale)
-
+        # Built from what this node runs, not from the learner's store: the learner may run on another
+        # machine. Each snapshot's module is built from the spec it carries (`load_acting_policy`).
+        cameras = (image_key(c.name) for c in self._cameras_needed(base))
+        inputs = {OBS_STATE, OBS_ENV_STATE, ACTION_BASE, *cameras}
+        receiver = ReceiverCapabilities(residual.composition, residual.scale, action_dim, frozenset(inputs))
         if initial_weights and not Path(initial_weights).is_file():
             raise ConfigError(f"policy_node initial_weights: no snapshot file at {initial_weights}")
-        swapper = WeightSwapper(template, self._on_swap_report, prepare_acting).start()
+        swapper = WeightSwapper(receiver, self._on_swap_report, prepare_acting).start()
         if initial_weights:  # validated like any published snapshot; the learner's newer ones replace it
             swapper.submit(Path(initial_weights).read_bytes())
         return swapper
