@@ -8,15 +8,22 @@ run (its `learner.pt`) and evaluates, on the run's evaluation seeds, at every st
 - `mode`: the actor's mean action (what the learning curve evaluates);
 - `sample`: one action of the exploring policy (temperature κ), no choice made;
 - `argmax-N` / `argmin-N`: of the mean and N samples at temperature κ, the one the critic values
-  most / least.
+  most / least;
+- `ascend-δ` / `descend-δ`: the mean action moved δ (in the residual's units, `--step`) along / against
+  the critic's action gradient there, ∇_a Q / ‖∇_a Q‖: does a small step the way the critic points
+  help, which is what a trust-region actor would take? `random-δ`: the same step in a random direction
+  (drawn afresh every step), the control for "any step of that size"; `fixed-δ`: one random direction
+  (`--direction-seed`) for every step of every episode, the control for "any steady bias of that size".
 
 If argmax beats mode and argmin falls below sample, the critic carries the signal the actor has not
-taken up; if argmax, sample and argmin are alike, the critic cannot tell the actions apart.
+taken up; if argmax, sample and argmin are alike, the critic cannot tell the actions apart. It also
+reports how aligned the critic's action gradients are across states (the length of the mean unit
+gradient: 0 for directions that vary with the state, 1 for one global slope).
 
     python bench/critic_guided_eval.py --run runs/exp/long_csil --learner-config bench/learner_cpu.yaml \
         --task lift --demos 20 --base-offset 0.04 --episodes 40 --n 16 --temperature 0.3
 
-Writes `critic_guided_eval_t<κ>_n<N>.csv` in the run directory and prints one line per rule, after
+Writes `critic_guided_eval_t<κ>_n<N>[_step<δ>].csv` in the run directory and prints one line per rule, after
 the correlations of Q with the candidates' distance from the mean and likelihood under π_BC
 (`--rules ""`: only those).
 """
@@ -38,19 +45,42 @@ from coirl_ros.experiment import EVAL_SEED0, Actor, ExperimentConfig
 from coirl_ros.learning.learner import Learner
 from coirl_ros.policies.local_bc_base import LocalBCBase, miscalibrated
 
+STEP_RULES = ("ascend", "descend", "random", "fixed")
+
 
 class CriticChoice:
     """Acts like a ResidualPolicy (`act(x, deterministic, temperature)`), choosing among candidates."""
 
-    def __init__(self, learner: Learner, rule: str, n: int, temperature: float) -> None:
+    def __init__(
+        self,
+        learner: Learner,
+        rule: str,
+        n: int,
+        temperature: float,
+        step: float = 0.1,
+        direction_seed: int = 0,
+    ) -> None:
         self.actor, self.critic = learner.actor, learner.critic
-        self.rule, self.n, self.temperature = rule, n, temperature
+        self.rule, self.n, self.temperature, self.step = rule, n, temperature, step
+        fixed = torch.randn(learner.action_dim, generator=torch.Generator().manual_seed(direction_seed))
+        self.fixed_direction = fixed / fixed.norm()
         self.critic.eval()  # batch norm on its running statistics: each candidate valued on its own
 
     @torch.no_grad()
     def act(self, x: np.ndarray, deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
         obs = torch.as_tensor(np.asarray(x, np.float32)).unsqueeze(0)
         dist = self.actor(obs)
+        if self.rule in STEP_RULES:
+            mode = dist.mode()
+            if self.rule == "random":
+                direction = torch.randn_like(mode)
+                direction = direction / direction.norm(dim=-1, keepdim=True)
+            elif self.rule == "fixed":
+                direction = self.fixed_direction.expand_as(mode)
+            else:
+                sign = 1.0 if self.rule == "ascend" else -1.0
+                direction = sign * unit_action_gradient(self.critic, obs, mode)
+            return (mode + self.step * direction).clamp(-1.0, 1.0).squeeze(0).numpy()
         if self.rule == "mode":
             return dist.mode().squeeze(0).numpy()
         if self.rule == "sample":
@@ -60,6 +90,26 @@ class CriticChoice:
         q = self.critic(obs.expand(len(candidates), -1), candidates).reshape(-1)
         pick = int(q.argmax() if self.rule == "argmax" else q.argmin())
         return candidates[pick].numpy()
+
+
+def unit_action_gradient(critic: torch.nn.Module, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """∇_a Q(s, a) / ‖∇_a Q(s, a)‖ per row (zero where the critic is flat in a)."""
+    with torch.enable_grad():
+        action = action.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(obs, action).sum(), action, allow_unused=True)
+    if grad is None:
+        return torch.zeros_like(action)
+    return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def gradient_alignment(learner: Learner, states: int = 512) -> tuple[float, list[float]]:
+    """The length of the mean unit action gradient of Q at the actor's mean action, over replayed
+    rollout states (0: directions vary with the state; 1: one global slope), and that mean."""
+    batch = learner._tensors(learner.sampler.sample(states, np.random.default_rng(1), "rollout"))
+    with torch.no_grad():
+        mode = learner.actor(batch["x"]).mode()
+    mean = unit_action_gradient(learner.critic, batch["x"], mode).mean(0)
+    return float(mean.norm()), [round(float(v), 2) for v in mean]
 
 
 @torch.no_grad()
@@ -107,7 +157,11 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--n", type=int, default=16, help="sampled candidates besides the mean")
     ap.add_argument("--temperature", type=float, default=0.3)
-    ap.add_argument("--rules", default="mode,sample,argmax,argmin")
+    ap.add_argument(
+        "--rules", default="mode,sample,argmax,argmin", help="also: ascend, descend, random, fixed"
+    )
+    ap.add_argument("--step", type=float, default=0.1, help="ascend/descend/random/fixed: step size")
+    ap.add_argument("--direction-seed", type=int, default=0, help="fixed: which random direction")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -136,16 +190,20 @@ def main() -> None:
         f" at temperature {args.temperature}); std of Q across"
         f" a state's candidates {d['q_std_actions']:.3f}, across states {d['q_std_states']:.2f}"
     )
+    alignment, direction = gradient_alignment(learner)
+    print(f"action gradients of Q at the mean action: alignment {alignment:.2f}, mean direction {direction}")
     actor = Actor(config, deployed)
     rows = []
     try:
         for rule in filter(None, args.rules.split(",")):
-            policy = CriticChoice(learner, rule, args.n, args.temperature)
+            policy = CriticChoice(learner, rule, args.n, args.temperature, args.step, args.direction_seed)
             start = time.perf_counter()
             wins = sum(
                 actor.run_episode(EVAL_SEED0 + k, policy, explore=False)[0] for k in range(args.episodes)
             )
-            name = f"{rule}-{args.n}" if rule in ("argmax", "argmin") else rule
+            name = {"argmax": f"argmax-{args.n}", "argmin": f"argmin-{args.n}"}.get(rule, rule)
+            if rule in STEP_RULES:
+                name = f"{rule}-{args.step:g}" + (f"-d{args.direction_seed}" if rule == "fixed" else "")
             rate = wins / args.episodes
             print(f"{name:>10}: {rate:.1%} of {args.episodes} episodes ({time.perf_counter() - start:.0f} s)")
             rows.append({"rule": name, "temperature": args.temperature, "success_rate": rate,
@@ -154,7 +212,9 @@ def main() -> None:
         actor.close()
     if not rows:
         return
-    out = run_dir / f"critic_guided_eval_t{args.temperature:g}_n{args.n}.csv"
+    stepped = any(r["rule"].startswith(STEP_RULES) for r in rows)
+    suffix = f"_step{args.step:g}" if stepped else ""
+    out = run_dir / f"critic_guided_eval_t{args.temperature:g}_n{args.n}{suffix}.csv"
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
