@@ -4,7 +4,7 @@ A policy node on the robot receives weights from a learner that may run on anoth
 neither open the learner's episode store nor rebuild its Learner. Everything the module's architecture
 needs travels in the spec (`hidden_sizes`; HetStat's `bottleneck` and `num_features`; an image policy's
 cameras, keypoints and convolutions in `extra`, see `image_policy_extra`), so the receiver builds the
-module from the snapshot it got and `WeightSnapshot.load_into` checks every tensor against it. The
+module from the snapshot it got and `load_acting_policy` checks every tensor against it. The
 Learner builds its own published module the same way, so sender and receiver cannot drift apart.
 """
 
@@ -85,7 +85,7 @@ def _positive_int(extra: dict[str, str], name: str) -> int:
 
 
 def _camera_sizes(extra: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """ "front:48x48,wrist:48x64" -> {"front": (48, 48), "wrist": (48, 64)}."""
+    """Camera sizes from `image_sizes`, e.g. "front:48x48,wrist:48x64" -> {"front": (48, 48), ...}."""
     out: dict[str, tuple[int, int]] = {}
     for item in filter(None, extra.get("image_sizes", "").split(",")):
         try:
@@ -100,7 +100,7 @@ def _camera_sizes(extra: dict[str, str]) -> dict[str, tuple[int, int]]:
 
 
 def _conv_layers(extra: dict[str, str]) -> list[tuple[int, int, int]]:
-    """ "32x3x2,32x3x1" -> [(32, 3, 2), (32, 3, 1)] (channels x kernel x stride)."""
+    """Convolutions from `conv_layers`, e.g. "32x3x2,32x3x1" -> [(32, 3, 2), (32, 3, 1)] (CxKxS)."""
     layers = []
     for item in filter(None, extra.get("conv_layers", "").split(",")):
         try:
