@@ -73,6 +73,13 @@ from coirl_ros.recording.frame_assembler import FrameAssembler, Skip
 ENV_STATE_WAIT_S = 10.0
 
 
+def _wait_while(condition: Callable[[], Any], timeout_s: float) -> None:
+    """Poll `condition` every 20 ms until it is falsy or `timeout_s` (wall time) has passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and condition():
+        time.sleep(0.02)
+
+
 def _locked[F: Callable[..., Any]](method: F) -> F:
     """Run a callback under the node's lock (inputs and services run on different executor threads)."""
 
@@ -334,12 +341,8 @@ class RecorderNode(Node):
         if self.recorder is None and self._existing_spec() is None:
             # A sim is running but its object state has not arrived yet: the new store's spec needs
             # it. (Inputs run on the other executor thread meanwhile.)
-            deadline = time.monotonic() + ENV_STATE_WAIT_S
-            while time.monotonic() < deadline and self._env_state_undecided():
-                time.sleep(0.02)
-        deadline = time.monotonic() + self.cfg.camera_wait_s
-        while time.monotonic() < deadline and self._silent_cameras():
-            time.sleep(0.02)
+            _wait_while(self._env_state_undecided, ENV_STATE_WAIT_S)
+        _wait_while(self._silent_cameras, self.cfg.camera_wait_s)
         if silent := self._silent_cameras():
             topics = ", ".join(f"{c.name} ({c.image_topic})" for c in self.robot.cameras if c.name in silent)
             error = (
