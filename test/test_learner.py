@@ -19,7 +19,6 @@ from coirl_ros.configs import LearnerConfig
 from coirl_ros.constants import ACTION_BASE, DONE, NEXT
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 from coirl_ros.data.transition_sampler import TransitionSampler
-from coirl_ros.learning.bc_losses import faithful_bc_loss
 from coirl_ros.learning.distributions import gaussian_kl
 from coirl_ros.learning.learner import Learner, LearnerError
 from coirl_ros.learning.residual_policy import ResidualPolicy, policy_action_from_executed
@@ -334,8 +333,6 @@ def test_advantage_weighted_actor_trains_csil_only(mixed_store: EpisodeStore) ->
 def test_reanchoring_needs_success_labels_and_a_method_that_imitates() -> None:
     with pytest.raises(ValueError, match="successes_as_demos"):
         _config(method="csil", reanchor_every_env_steps=100)
-    with pytest.raises(ValueError, match="reanchor_every_env_steps"):
-        _config(method="bc", successes_as_demos=True, reanchor_refit=True)
     with pytest.raises(ValueError, match="method csil or bc"):
         _config(method="sparse", successes_as_demos=True, reanchor_every_env_steps=100)
 
@@ -383,35 +380,3 @@ def test_reanchoring_restarts_coherent_on_the_demos_plus_the_successes(
     learner.train(learner.add_env_steps(130))
     assert learner.state.reanchors == 4, "170 env steps: periods 2-4 are covered by one re-anchoring"
     assert learner.state.critic_pretrain_steps == config.critic.pretrain_steps + 40
-
-
-def test_reanchoring_refit_starts_bc_afresh_for_as_many_passes_as_pretraining(
-    mixed_store: EpisodeStore,
-) -> None:
-    config = _config(method="bc", successes_as_demos=True, reanchor_every_env_steps=40, reanchor_refit=True)
-    learner = Learner(config, mixed_store, scale=SCALE)
-    learner.pretrain()
-    then = learner.state.pretrain_demo_transitions
-    assert then == learner.sampler.num_transitions("demo") > 0
-    demo = learner._tensors(learner.sampler.sample(256, np.random.default_rng(3), "demo"))
-
-    def demo_loss() -> float:
-        with torch.no_grad():
-            return float(faithful_bc_loss(learner.bc_policy, demo["x"], demo["u"])[0])
-
-    fitted_loss = demo_loss()
-    normaliser = (learner.bc_policy.obs_mean.clone(), learner.bc_policy.obs_std.clone())
-
-    learner._reset_bc_policy()  # what a refit starts from: fresh weights, far worse on the demos
-    assert demo_loss() > fitted_loss + 1.0
-    torch.testing.assert_close((learner.bc_policy.obs_mean, learner.bc_policy.obs_std), normaliser)
-
-    # Successful rollouts join the demonstrations; the refit makes bc.steps x (now / then) steps.
-    _record(mixed_store, "policy", episodes=5, seed=2, noise=0.0)
-    learner.refresh()
-    now = learner.sampler.num_transitions("demo")
-    assert now > then
-    learner.train(learner.add_env_steps(40))
-    assert learner.state.reanchors == 1
-    assert learner.state.bc_steps == config.bc.steps + round(config.bc.steps * now / then)
-    assert demo_loss() < fitted_loss + 0.5, "fitted again to the level of pre-training"

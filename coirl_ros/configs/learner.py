@@ -109,13 +109,6 @@ class LearnerConfig(ConfigModel):
     # it is success-filtered behaviour cloning (no RL), the baseline that says what RL adds to it.
     reanchor_every_env_steps: Annotated[int, Field(ge=0)] = 0
     reanchor_bc_steps: PositiveInt = 1_000
-    # True: each re-anchoring fits pi_BC afresh (new weights, same normaliser) for as many passes over
-    # the grown demonstration set as pre-training made over the demos (bc.steps x transitions now /
-    # transitions then; reanchor_bc_steps unused). BC on lift is sensitive to passes, not steps: 20
-    # demos fit for 5k steps succeed 76% of the time and for 20k 40% (over-fitted); 200 demos fit for
-    # 10k steps 67% and for 40k 90%. Training on from the last fit with a fixed step count does one or
-    # the other as the set grows.
-    reanchor_refit: bool = False
     reanchor_critic_steps: Annotated[int, Field(ge=0)] = 1_000
     # CSIL + the success label (off: 0). Added to the coherent reward on a success's terminal frame
     # (the recorded reward 1: sim success, or the operator's label), which absorbing terminals make
@@ -168,8 +161,6 @@ class LearnerConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _reanchoring_needs_successes(self) -> LearnerConfig:
-        if self.reanchor_refit and not self.reanchor_every_env_steps:
-            raise ValueError("reanchor_refit applies to re-anchoring: set reanchor_every_env_steps too")
         if self.reanchor_every_env_steps:
             if not self.successes_as_demos:
                 raise ValueError(

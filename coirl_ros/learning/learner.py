@@ -113,7 +113,6 @@ class TrainingState:
     # every period passed since the last: a learner restarted after a long outage re-fits once, on all
     # the data, instead of once per missed period.
     reanchors: int = 0
-    pretrain_demo_transitions: int = 0  # what pre-training fitted π_BC on (`reanchor_refit` scales by it)
 
 
 class Learner:
@@ -416,7 +415,6 @@ class Learner:
         # In image mode π_BC's BC loss is what trains the (then frozen) encoder every network uses.
         bc_steps = 0 if cfg.method == "sparse" and not self.image_mode else cfg.bc.steps
         metrics |= self._fit_bc(bc_steps, progress)
-        self.state.pretrain_demo_transitions = self.sampler.num_transitions("demo")
         self.timings["bc_s"] = time.perf_counter() - start
         if self.image_mode:
             self._use_cached_features()
@@ -598,12 +596,7 @@ class Learner:
         cfg = self.config
         start = time.perf_counter()
         demo_transitions = self.sampler.num_transitions("demo")
-        if cfg.reanchor_refit:
-            self._reset_bc_policy()
-            passes = cfg.bc.steps / max(self.state.pretrain_demo_transitions, 1)
-            metrics = self._fit_bc(max(1, round(passes * demo_transitions)))
-        else:
-            metrics = self._fit_bc(cfg.reanchor_bc_steps)
+        metrics = self._fit_bc(cfg.reanchor_bc_steps)
         for module in (self.bc_prior, self.reward_policy, self.actor):
             module.load_state_dict(self.bc_policy.state_dict())
         self.actor_optim, self.actor_schedule = self._actor_optimiser()
@@ -618,14 +611,6 @@ class Learner:
         metrics["reanchor/period"] = float(self.state.reanchors)
         metrics["reanchor/demo_transitions"] = float(demo_transitions)
         return metrics
-
-    def _reset_bc_policy(self) -> None:
-        """Fresh π_BC weights and optimiser; the normaliser fitted on the demos stays."""
-        fresh = self._new_policy().state_dict()
-        for name in ("obs_mean", "obs_std"):
-            fresh[name] = getattr(self.bc_policy, name)
-        self.bc_policy.load_state_dict(fresh)
-        self.bc_optim = torch.optim.Adam(self.bc_policy.parameters(), lr=self.config.bc.lr, fused=True)
 
     def _update(self) -> dict[str, Tensor]:
         cfg = self.config
