@@ -10,8 +10,9 @@ each on the same deterministic evaluation seeds, and with `--ensemble` also the 
 `--residual-demos` trains π_BC on more (or fewer) scripted demonstrations than the base saw
 (expert seeds 0..N-1, so they include the base's); `--bc-steps` overrides bc.steps.
 
-Writes `--out`/bc_start_spread.csv (one row per policy) and prints a table. One torch thread, about
-40 s per seed at 20 demonstrations and 100 evaluation episodes on this 2-core machine.
+Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>.csv (one row per
+policy) and prints a table. One torch thread, about 40 s per seed at 20 demonstrations and 100
+evaluation episodes on this 2-core machine.
 
     python bench/bc_start_spread.py --seeds 5 --ensemble
     python bench/bc_start_spread.py --residual-demos 200 --bc-steps 40000 --seeds 1
@@ -91,8 +92,9 @@ def main() -> None:
     def record(seed: str, policy: ResidualPolicy | MeanResidual, seconds: float) -> None:
         rate = actor.evaluate(policy, args.episodes)
         rows.append({
-            "task": args.task, "base_demos": args.demos, "residual_demos": residual_demos,
-            "base_offset_m": args.base_offset, "bc_steps": learner_cfg.bc.steps, "seed": seed,
+            "task": args.task, "base_demos": args.demos, "base_steps": args.base_steps,
+            "residual_demos": residual_demos, "base_offset_m": args.base_offset,
+            "bc_steps": learner_cfg.bc.steps, "seed": seed,
             "success": round(rate, 4), "episodes": args.episodes, "seconds": round(seconds, 1),
         })  # fmt: skip
         print(f"| {seed} | {rate:.0%} |", flush=True)
@@ -132,7 +134,12 @@ def main() -> None:
         f" {singles.min():.0%}-{singles.max():.0%}; {args.episodes} episodes each"
         f" ({time.perf_counter() - base_start:.0f} s)"
     )
-    write_csv(rows, args.out / args.task / f"bc_start_spread_d{residual_demos}_b{learner_cfg.bc.steps}.csv")
+    write_csv(
+        rows,
+        args.out
+        / args.task
+        / f"bc_start_spread_base{args.base_steps}_d{residual_demos}_b{learner_cfg.bc.steps}.csv",
+    )
 
 
 if __name__ == "__main__":
