@@ -380,3 +380,34 @@ def test_reanchoring_restarts_coherent_on_the_demos_plus_the_successes(
     learner.train(learner.add_env_steps(130))
     assert learner.state.reanchors == 4, "170 env steps: periods 2-4 are covered by one re-anchoring"
     assert learner.state.critic_pretrain_steps == config.critic.pretrain_steps + 40
+
+
+def test_bc_ensemble_distils_the_fits_mean_action_and_keeps_the_demonstrators_spread(
+    demo_store: EpisodeStore,
+) -> None:
+    bc = SMALL["bc"] | {"steps": 300}
+    single = Learner(_config(method="bc", bc=bc), demo_store, scale=SCALE)
+    single.pretrain()
+    config = _config(method="bc", bc=bc | {"ensemble": 2, "distill_noise": 0.1})
+    learner = Learner(config, demo_store, scale=SCALE)
+    phases = []
+    learner.pretrain(lambda phase, step, total, metrics: phases.append(phase))
+    assert learner.state.bc_steps == 3 * config.bc.steps, "two fits and the distillation"
+    assert {"bc fit 1/2", "bc fit 2/2", "bc distil"} <= set(phases)
+
+    demo = learner._tensors(learner.sampler.sample(512, np.random.default_rng(4), "demo"))
+    with torch.no_grad():
+        distilled, one = learner.bc_policy(demo["x"]), single.bc_policy(demo["x"])
+        # The demos act u = clip(-2s, +-0.9): the distilled mean fits them as well as one fit does ...
+        err_distilled = float((distilled.mode() - demo["u"]).abs().mean())
+        err_one = float((one.mode() - demo["u"]).abs().mean())
+        # ... and its spread is the demonstrator's, not collapsed onto the deterministic teacher.
+        ratio = float(distilled.std.mean() / one.std.mean())
+    assert err_distilled < max(2 * err_one, 0.05), (err_distilled, err_one)
+    assert 0.5 < ratio < 2.0, ratio
+    assert learner.acting_policy is not None
+
+
+def test_bc_ensemble_is_for_state_policies() -> None:
+    with pytest.raises(ValueError, match="bc.ensemble"):
+        _config(method="bc", observation="images", bc=SMALL["bc"] | {"ensemble": 2})

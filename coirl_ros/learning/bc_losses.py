@@ -31,3 +31,26 @@ def faithful_bc_loss(
     mse = (dist.mode() - action).square().mean()
     nll = -TanhNormal(dist.mean.detach(), dist.std).log_prob(action).mean()
     return mse + nll, {"losses/bc_mse": mse.detach(), "losses/bc_nll": nll.detach()}
+
+
+def distillation_bc_loss(
+    policy: FaithfulPolicy,
+    obs: torch.Tensor,
+    action: torch.Tensor,
+    perturbed_obs: torch.Tensor,
+    teacher_action: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`faithful_bc_loss` with the mean fitted to a teacher's actions around the demonstrations:
+
+    L = mean_{b,i} (tanh(μ(s̃_b))_i − ā(s̃_b)_i)²  −  mean_b log N_tanh(a_b; sg[μ(s_b)], σ(s_b))
+
+    s̃ = the demonstration inputs s perturbed, ā = the teacher's action there (the mean of several
+    π_BC fits). The variance still learns from the demonstrations a at s, so σ keeps its meaning (the
+    demonstrator's spread), which the coherent reward and exploration rely on: fitted to a
+    deterministic teacher it would collapse.
+    """
+    mean_fit = policy(perturbed_obs, faithful=True)
+    mse = (mean_fit.mode() - teacher_action).square().mean()
+    dist = policy(obs, faithful=True)
+    nll = -TanhNormal(dist.mean.detach(), dist.std).log_prob(action).mean()
+    return mse + nll, {"losses/bc_mse": mse.detach(), "losses/bc_nll": nll.detach()}

@@ -62,7 +62,7 @@ from coirl_ros.learning.actor_losses import (
     frozen_copy,
     kl_regularised_actor_loss,
 )
-from coirl_ros.learning.bc_losses import faithful_bc_loss
+from coirl_ros.learning.bc_losses import distillation_bc_loss, faithful_bc_loss
 from coirl_ros.learning.coherent_reward import MAX_REWARD, coherent_reward, reward_refinement_loss
 from coirl_ros.learning.critic_losses import (
     CriticBatch,
@@ -414,7 +414,10 @@ class Learner:
         # The sparse baseline never uses π_BC in state mode (fresh actor, no prior): skip its training.
         # In image mode π_BC's BC loss is what trains the (then frozen) encoder every network uses.
         bc_steps = 0 if cfg.method == "sparse" and not self.image_mode else cfg.bc.steps
-        metrics |= self._fit_bc(bc_steps, progress)
+        if cfg.bc.ensemble > 1 and bc_steps:
+            metrics |= self._fit_bc_ensemble(bc_steps, progress)
+        else:
+            metrics |= self._fit_bc(bc_steps, progress)
         self.timings["bc_s"] = time.perf_counter() - start
         if self.image_mode:
             self._use_cached_features()
@@ -452,6 +455,64 @@ class Learner:
                 metrics = {k: float(v) for k, v in m.items()}
                 if progress:
                     progress("bc", step, steps, metrics)
+        return metrics
+
+    def _fit_bc_ensemble(
+        self, steps: int, progress: Callable[[str, int, int, Metrics], None] | None = None
+    ) -> Metrics:
+        """π_BC distilled from `bc.ensemble` fits of `steps` each (see `BCConfig.ensemble`)."""
+        members, count = [], self.config.bc.ensemble
+        for k in range(count):
+            if k:
+                self._reset_bc_policy()  # the next fit: fresh weights from the advancing torch RNG
+            report = None
+            if progress is not None:
+
+                def report(phase: str, step: int, total: int, m: Metrics, k: int = k) -> None:
+                    progress(f"{phase} fit {k + 1}/{count}", step, total, m)
+
+            self._fit_bc(steps, report)
+            members.append(frozen_copy(self.bc_policy))
+        self._reset_bc_policy()
+        return self._distil_bc(members, steps, progress)
+
+    def _reset_bc_policy(self) -> None:
+        """Fresh π_BC weights and optimiser; the normaliser fitted on the demos stays."""
+        fresh = self._new_policy().state_dict()
+        for name in ("obs_mean", "obs_std"):
+            fresh[name] = getattr(self.bc_policy, name)
+        self.bc_policy.load_state_dict(fresh)
+        self.bc_optim = torch.optim.Adam(self.bc_policy.parameters(), lr=self.config.bc.lr, fused=True)
+
+    def _distil_bc(
+        self,
+        members: list[nn.Module],
+        steps: int,
+        progress: Callable[[str, int, int, Metrics], None] | None = None,
+    ) -> Metrics:
+        """`steps` of `distillation_bc_loss`: π_BC's mean to the members' mean action at perturbed
+        demonstration inputs, its variance to the demonstrations."""
+        cfg = self.config
+        # Raw-input units: observations are normalised by π_BC's statistics, base actions already are.
+        noise_std = cfg.bc.distill_noise * torch.cat(
+            [self.bc_policy.obs_std, torch.ones(self.action_dim, device=self.device)]
+        )
+        metrics: Metrics = {}
+        for step in range(1, steps + 1):
+            batch, _ = self._sample(cfg.batch_size, subset="demo")
+            x = batch["x"]
+            perturbed = x + noise_std * torch.randn_like(x)
+            with torch.no_grad():
+                teacher = torch.stack([m(perturbed).mode() for m in members]).mean(0)
+            loss, m = distillation_bc_loss(self.bc_policy, x, batch["u"], perturbed, teacher)
+            self.bc_optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.bc_optim.step()
+            self.state.bc_steps += 1
+            if step % 100 == 0 or step == steps:
+                metrics = {k: float(v) for k, v in m.items()}
+                if progress:
+                    progress("bc distil", step, steps, metrics)
         return metrics
 
     def _pretrain_critic(
