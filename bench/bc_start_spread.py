@@ -8,9 +8,10 @@ each on the same deterministic evaluation seeds, and with `--ensemble` also the 
 (one policy acting with the average residual).
 
 `--residual-demos` trains π_BC on more (or fewer) scripted demonstrations than the base saw
-(expert seeds 0..N-1, so they include the base's); `--bc-steps` overrides bc.steps.
+(expert seeds 0..N-1, so they include the base's); `--bc-steps` overrides bc.steps. A learner
+config with `bc.ensemble: K` measures the distilled π_BC (each seed then distils its own K fits).
 
-Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>.csv (one row per
+Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>].csv (one row per
 policy) and prints a table. One torch thread, about 40 s per seed at 20 demonstrations and 100
 evaluation episodes on this 2-core machine.
 
@@ -94,7 +95,7 @@ def main() -> None:
         rows.append({
             "task": args.task, "base_demos": args.demos, "base_steps": args.base_steps,
             "residual_demos": residual_demos, "base_offset_m": args.base_offset,
-            "bc_steps": learner_cfg.bc.steps, "seed": seed,
+            "bc_steps": learner_cfg.bc.steps, "bc_ensemble": learner_cfg.bc.ensemble, "seed": seed,
             "success": round(rate, 4), "episodes": args.episodes, "seconds": round(seconds, 1),
         })  # fmt: skip
         print(f"| {seed} | {rate:.0%} |", flush=True)
@@ -134,12 +135,9 @@ def main() -> None:
         f" {singles.min():.0%}-{singles.max():.0%}; {args.episodes} episodes each"
         f" ({time.perf_counter() - base_start:.0f} s)"
     )
-    write_csv(
-        rows,
-        args.out
-        / args.task
-        / f"bc_start_spread_base{args.base_steps}_d{residual_demos}_b{learner_cfg.bc.steps}.csv",
-    )
+    ensemble = f"_ens{learner_cfg.bc.ensemble}" if learner_cfg.bc.ensemble > 1 else ""
+    name = f"bc_start_spread_base{args.base_steps}_d{residual_demos}_b{learner_cfg.bc.steps}{ensemble}.csv"
+    write_csv(rows, args.out / args.task / name)
 
 
 if __name__ == "__main__":
