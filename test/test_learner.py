@@ -409,5 +409,5 @@ def test_bc_ensemble_distils_the_fits_mean_action_and_keeps_the_demonstrators_sp
 
 
 def test_bc_ensemble_is_for_state_policies() -> None:
-    with pytest.raises(ValueError, match="bc.ensemble"):
+    with pytest.raises(ValueError, match=r"bc\.ensemble"):
         _config(method="bc", observation="images", bc=SMALL["bc"] | {"ensemble": 2})
