@@ -439,22 +439,36 @@ class Learner:
     ) -> Metrics:
         """`steps` faithful-BC steps of π_BC (and, in image mode, the encoder) on the demo subset."""
         cfg = self.config
-        metrics: Metrics = {}
-        for step in range(1, steps + 1):
+
+        def loss() -> tuple[Tensor, dict[str, Tensor]]:
             if self.image_mode:
                 x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
             else:
                 batch, _ = self._sample(cfg.batch_size, subset="demo")
                 x, u = batch["x"], batch["u"]
-            loss, m = faithful_bc_loss(self.bc_policy, x, u)
+            return faithful_bc_loss(self.bc_policy, x, u)
+
+        return self._train_bc(loss, steps, "bc", progress)
+
+    def _train_bc(
+        self,
+        loss: Callable[[], tuple[Tensor, dict[str, Tensor]]],
+        steps: int,
+        phase: str,
+        progress: Callable[[str, int, int, Metrics], None] | None,
+    ) -> Metrics:
+        """`steps` optimiser steps of π_BC on `loss()` (a fresh batch each call); reports every 100."""
+        metrics: Metrics = {}
+        for step in range(1, steps + 1):
+            value, m = loss()
             self.bc_optim.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             self.bc_optim.step()
             self.state.bc_steps += 1
             if step % 100 == 0 or step == steps:
                 metrics = {k: float(v) for k, v in m.items()}
                 if progress:
-                    progress("bc", step, steps, metrics)
+                    progress(phase, step, steps, metrics)
         return metrics
 
     def _fit_bc_ensemble(
@@ -497,23 +511,16 @@ class Learner:
         noise_std = cfg.bc.distill_noise * torch.cat(
             [self.bc_policy.obs_std, torch.ones(self.action_dim, device=self.device)]
         )
-        metrics: Metrics = {}
-        for step in range(1, steps + 1):
+
+        def loss() -> tuple[Tensor, dict[str, Tensor]]:
             batch, _ = self._sample(cfg.batch_size, subset="demo")
             x = batch["x"]
             perturbed = x + noise_std * torch.randn_like(x)
             with torch.no_grad():
                 teacher = torch.stack([m(perturbed).mode() for m in members]).mean(0)
-            loss, m = distillation_bc_loss(self.bc_policy, x, batch["u"], perturbed, teacher)
-            self.bc_optim.zero_grad(set_to_none=True)
-            loss.backward()
-            self.bc_optim.step()
-            self.state.bc_steps += 1
-            if step % 100 == 0 or step == steps:
-                metrics = {k: float(v) for k, v in m.items()}
-                if progress:
-                    progress("bc distil", step, steps, metrics)
-        return metrics
+            return distillation_bc_loss(self.bc_policy, x, batch["u"], perturbed, teacher)
+
+        return self._train_bc(loss, steps, "bc distil", progress)
 
     def _pretrain_critic(
         self, progress: Callable[[str, int, int, Metrics], None] | None, steps: int | None = None
