@@ -170,13 +170,20 @@ def test_a_reanchoring_bc_learner_publishes_each_reanchoring_and_then_waits(
         probe.subscribe(String, LEARNER_METRICS_TOPIC, COMMAND_QOS)
         node = start(setup, ros_env)
         try:
-            # The store already holds 10 rollouts (> 50 env steps): one re-anchoring covers them.
-            probe.wait_for(WEIGHTS_TOPIC, 2, timeout=90)
+            # The store already holds 10 rollouts (> 50 env steps): one re-anchoring covers them. Pre-
+            # training and re-anchoring take well under a second, so a probe that matches late (a
+            # loaded machine) gets only the latched v2; v1 is read from the kept snapshots.
+            probe.wait_for(
+                WEIGHTS_TOPIC,
+                timeout=90,
+                where=lambda m: WeightSnapshot.from_bytes(weights_payload(m)).version == 2,
+            )
             waiting = wait_metrics(probe, lambda m: m["status"] == "waiting_for_rollouts" and m["reanchors"])
         finally:
             code = node.stop()
         assert code == 0, node.output
-    pretrained, reanchored = snapshots(probe)[:2]
+    kept = setup["checkpoint"].parent / "snapshots"
+    pretrained, reanchored = (read_snapshot(kept / f"v{v}.weights") for v in (1, 2))
     assert (pretrained.version, reanchored.version) == (1, 2) and reanchored.updates == 0
     assert any(not torch.equal(pretrained.tensors[k], t) for k, t in reanchored.tensors.items())
     assert waiting["updates"] == 0 and waiting["bc_steps"] == 50 + 30
