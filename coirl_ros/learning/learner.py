@@ -214,17 +214,20 @@ class Learner:
         if self.target_critic is not None:
             self.target_critic.to(self.device)
         # fused: one kernel for all parameters, ~3x faster steps on CPU (learner_bench.py).
-        # In image mode the encoder trains with π_BC, in the same optimiser.
-        bc_params = list(self.bc_policy.parameters())
-        if self.encoder is not None:
-            bc_params += list(self.encoder.parameters())
-        self.bc_optim = torch.optim.Adam(bc_params, lr=cfg.bc.lr, fused=True)
+        self.bc_optim = self._bc_optimiser()
         self.actor_optim, self.actor_schedule = self._actor_optimiser()
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
         # SGD, as the reference: Adam's per-parameter scaling lets the reward drift far on rare states.
         self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
         # What acts in image mode: the (shared, not copied) encoder in front of the actor.
         self.image_actor = ImageResidualPolicy(self.encoder, self.actor) if self.encoder is not None else None
+
+    def _bc_optimiser(self) -> torch.optim.Adam:
+        """π_BC's Adam; in image mode the encoder trains with π_BC, in the same optimiser."""
+        params = list(self.bc_policy.parameters())
+        if self.encoder is not None:
+            params += list(self.encoder.parameters())
+        return torch.optim.Adam(params, lr=self.config.bc.lr, fused=True)
 
     def _actor_optimiser(self) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
         """The actor's Adam and its linear learning-rate warm-up (see `actor_warmup_updates`)."""
@@ -496,7 +499,7 @@ class Learner:
         for name in ("obs_mean", "obs_std"):
             fresh[name] = getattr(self.bc_policy, name)
         self.bc_policy.load_state_dict(fresh)
-        self.bc_optim = torch.optim.Adam(self.bc_policy.parameters(), lr=self.config.bc.lr, fused=True)
+        self.bc_optim = self._bc_optimiser()
 
     def _distil_bc(
         self,
