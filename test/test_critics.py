@@ -13,6 +13,7 @@ from torch import nn
 from coirl_ros.learning.critic_losses import (
     CriticBatch,
     action_gradient_penalty,
+    conservative_penalty,
     critic_predictions,
     sarsa_pretrain_loss,
     soft_td_target,
@@ -244,6 +245,50 @@ def test_training_on_the_penalty_flattens_q_at_demo_actions(kind):
 
 
 # ---- SARSA pre-training on a chain with a known return ---------------------------------------
+# ---- conservative term --------------------------------------------------------------------------
+def test_conservative_penalty_matches_a_hand_computation_and_is_zero_for_a_flat_critic():
+    obs, action = _batch(6)
+    candidates = torch.rand(6, 4, ACTION_DIM, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    w = torch.tensor([3.0, -4.0])
+    gap, metrics = conservative_penalty(_LinearInAction(w), obs, action, candidates, temperature=0.5)
+    q_candidates = obs.sum(-1, keepdim=True) + candidates @ w  # [6, 4]
+    q_data = obs.sum(-1) + action @ w
+    soft_max = 0.5 * (torch.logsumexp(q_candidates / 0.5, dim=1) - math.log(4))
+    assert gap.item() == pytest.approx((soft_max - q_data).mean().item(), rel=1e-5)
+    assert metrics["critic/candidate_q_std"].item() > 0
+    flat, _ = conservative_penalty(_StateOnlyCritic(True), obs, action, candidates, temperature=0.5)
+    assert abs(flat.item()) < 1e-5  # no slope in a: nothing to push down
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "xqc"])
+def test_conservative_term_lowers_q_away_from_the_recorded_actions(kind):
+    """TD regression alone lets an untried action inherit a high value; with the term it stays below."""
+    torch.manual_seed(0)
+    obs, _ = _batch(64)
+    action = torch.full((64, ACTION_DIM), -0.5)  # every recorded action sits in one corner
+    far = torch.full((64, ACTION_DIM), 0.8)
+    targets = torch.full((64,), 2.0)
+
+    def gap_after(weight: float) -> float:
+        torch.manual_seed(0)
+        critic = LayerNormCritic(OBS_DIM, ACTION_DIM, (32, 32)) if kind == "layernorm" else _xqc()
+        optimiser = torch.optim.Adam(critic.parameters(), lr=3e-3)
+        for _ in range(200):
+            prediction = critic.logits(obs, action) if kind == "xqc" else critic(obs, action)
+            loss, _ = td_loss(critic, prediction, targets)
+            candidates = torch.rand(64, 4, ACTION_DIM) * 2 - 1
+            gap, _ = conservative_penalty(critic, obs, action, candidates, temperature=0.1)
+            optimiser.zero_grad()
+            (loss + weight * gap).backward()
+            optimiser.step()
+        critic.eval()
+        with torch.no_grad():
+            return (critic(obs, action) - critic(obs, far)).mean().item()
+
+    assert gap_after(1.0) > gap_after(0.0) + 0.2
+    assert gap_after(1.0) > 0.2  # the recorded actions are worth clearly more than the untried one
+
+
 def _chain(gamma: float, copies: int = 8):
     """5 states (one-hot), one demo action per state, s_i → s_{i+1}, terminal at the last state."""
     rewards = torch.tensor([1.0, 0.5, 1.0, 0.0, 2.0])

@@ -19,6 +19,7 @@ from coirl_ros.configs import LearnerConfig
 from coirl_ros.constants import ACTION_BASE, DONE, NEXT
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 from coirl_ros.data.transition_sampler import TransitionSampler
+from coirl_ros.learning.critic_losses import conservative_penalty
 from coirl_ros.learning.distributions import gaussian_kl
 from coirl_ros.learning.learner import Learner, LearnerError
 from coirl_ros.learning.residual_policy import ResidualPolicy, policy_action_from_executed
@@ -328,6 +329,27 @@ def test_advantage_weighted_actor_trains_csil_only(mixed_store: EpisodeStore) ->
     metrics = learner.train(10)
     assert np.isfinite(metrics["losses/actor"]) and 1.0 <= metrics["actor/weight_max"] <= 20.0
     assert "actor/advantage_std" in metrics
+
+
+def test_conservative_critic_values_untried_actions_below_recorded_ones(mixed_store: EpisodeStore) -> None:
+    """critic.conservative_weight adds the CQL-style term in pre-training and online; the gap it
+    measures (soft maximum over candidates minus Q at the recorded action) ends below the plain
+    critic's. (The sparse baseline goes through the same `_with_conservative_term`.)"""
+    critic = {**SMALL["critic"], "grad_penalty": 0.1}
+    gaps = {}
+    for weight in (0.0, 5.0):
+        learner = Learner(_config(critic={**critic, "conservative_weight": weight}), mixed_store, scale=SCALE)
+        pre = learner.pretrain()
+        metrics = learner.train(40)
+        if weight:
+            assert np.isfinite(metrics["losses/critic_conservative"])
+            assert "losses/critic_conservative" in pre
+        batch = learner._tensors(learner.sampler.sample(256, np.random.default_rng(0), "rollout"))
+        g = torch.Generator().manual_seed(0)
+        candidates = torch.rand(256, 8, batch["u"].shape[1], generator=g) * 2 - 1
+        gap, _ = conservative_penalty(learner.critic, batch["x"], batch["u"], candidates, temperature=1.0)
+        gaps[weight] = gap.item() / learner.value_range[1]
+    assert gaps[5.0] < gaps[0.0]
 
 
 def test_reanchoring_needs_success_labels_and_a_method_that_imitates() -> None:

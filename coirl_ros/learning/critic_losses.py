@@ -14,6 +14,7 @@ Metric values are detached 0-d tensors (no device sync); call `.item()` when log
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -115,6 +116,34 @@ def action_gradient_penalty(critic: nn.Module, obs: Tensor, action: Tensor) -> T
         return q.sum() * 0.0
     # The epsilon keeps the sqrt's gradient finite when the critic is (nearly) flat in a.
     return torch.sqrt(grad.pow(2).sum(dim=-1).mean() + 1e-12)
+
+
+def conservative_penalty(
+    critic: nn.Module, obs: Tensor, action: Tensor, candidates: Tensor, temperature: float
+) -> tuple[Tensor, Metrics]:
+    """A CQL(H)-style term that keeps Q low at actions the data never tried:
+
+        C = mean_i [ τ · log( (1/N) Σ_j exp(Q(s_i, a_ij) / τ) ) − Q(s_i, a_i) ],
+
+    a soft maximum (temperature τ, value units) of Q over N candidate actions per state minus Q at the
+    recorded action. Minimising it lowers Q where it is high away from the recorded actions and raises
+    it at them. It is 0 when the critic is flat in a, so it never pushes a critic that ignores the
+    action; it only stops one that has a slope from extrapolating it (bench/critic_guided_eval.py
+    found the critics' favourite candidates fail every episode). obs [B, o], action [B, d],
+    candidates [B, N, d]. Evaluated in eval mode, as `action_gradient_penalty`, so that batch norm
+    does not couple the rows; differentiable w.r.t. the critic's parameters.
+    """
+    b, n, d = candidates.shape
+    with _eval_mode(critic):
+        q_data = critic(obs, action.detach())
+        flat = candidates.detach().reshape(b * n, d)
+        q_candidates = critic(obs.repeat_interleave(n, dim=0), flat).view(b, n)
+    soft_max = temperature * (torch.logsumexp(q_candidates / temperature, dim=1) - math.log(n))
+    gap = soft_max - q_data
+    return gap.mean(), {
+        "losses/critic_conservative": gap.mean().detach(),
+        "critic/candidate_q_std": q_candidates.detach().std(dim=1).mean(),
+    }
 
 
 def sarsa_pretrain_loss(

@@ -67,6 +67,7 @@ from coirl_ros.learning.coherent_reward import MAX_REWARD, coherent_reward, rewa
 from coirl_ros.learning.critic_losses import (
     CriticBatch,
     action_gradient_penalty,
+    conservative_penalty,
     sarsa_pretrain_loss,
     soft_critic_loss,
     sparse_critic_loss,
@@ -545,6 +546,7 @@ class Learner:
                 self.critic, self.target_critic, batch, discount, n_step_reward, c.grad_penalty, max_value,
                 terminal_value,
             )  # fmt: skip
+            loss = self._with_conservative_term(loss, m, b["x"], b["u"])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -578,6 +580,29 @@ class Learner:
             return torch.zeros_like(b["done"]), None
         value = demo_reward.detach().mean() / (1.0 - cfg.gamma)
         return b["done"], value.clamp(max=MAX_REWARD / (1.0 - cfg.gamma))
+
+    def _with_conservative_term(self, loss: Tensor, metrics: Metrics, x: Tensor, u: Tensor) -> Tensor:
+        """`loss` plus the critic's conservative term (`critic.conservative_weight`; 0: unchanged).
+
+        Candidates per state: half from the actor at its full width (where it would go if it followed
+        the critic), half uniform in the action box (where nothing went). Scaled by the largest return,
+        so one weight means the same for csil's value range and the sparse baseline's [0, 1].
+        """
+        c = self.config.critic
+        if not c.conservative_weight:
+            return loss
+        b, d = u.shape
+        half = c.conservative_candidates // 2
+        with torch.no_grad():
+            dist = self.actor(x)
+            noise = torch.randn(b, half, d, dtype=u.dtype, device=u.device)
+            sampled = torch.tanh(dist.mean.unsqueeze(1) + dist.std.unsqueeze(1) * noise)
+            uniform = torch.rand(b, c.conservative_candidates - half, d, dtype=u.dtype, device=u.device)
+            candidates = torch.cat([sampled, 2.0 * uniform - 1.0], dim=1)
+        gap, m = conservative_penalty(self.critic, x, u, candidates, c.conservative_temperature)
+        metrics |= m
+        scale = MAX_REWARD / (1.0 - self.config.gamma) if self.config.method == "csil" else 1.0
+        return loss + c.conservative_weight * gap / scale
 
     def _after_critic_step(self) -> None:
         if isinstance(self.critic, XQCCritic):
@@ -721,6 +746,7 @@ class Learner:
             penalty = action_gradient_penalty(self.critic, b["x"][:n_demo], b["u"][:n_demo])
             loss = loss + cfg.critic.grad_penalty * penalty
             metrics["losses/critic_grad_penalty"] = penalty.detach()
+        loss = self._with_conservative_term(loss, metrics, b["x"], b["u"])
         self.critic_optim.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optim.step()
