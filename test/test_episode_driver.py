@@ -88,9 +88,9 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
         tmp_path, [{"name": "front", "source": "sim", "width": 16, "height": 16, "fps": 20}]
     )
     common = {"robot_config": robot, "use_sim_time": True}
-    # env_state_dim set explicitly: left to detection, a start that comes before DDS discovery has
-    # matched the recorder with sim_node creates a store without object state (seen once in CI; see
-    # the README's recorder section). Detection itself is tested in test_recorder_node.
+    # env_state_dim given, as the sim graphs do (graph.py): left to detection, a start that comes
+    # before DDS discovery has matched the recorder with sim_node creates a store without object
+    # state (seen once in CI). Detection itself is tested in test_recorder_node.
     recorder = {
         "store": str(store),
         "source": "scripted",

@@ -43,10 +43,10 @@ class CriticConfig(ConfigModel):
     grad_penalty: Annotated[float, Field(ge=0)] = 1.0
     # Conservative term (CQL(H)-style, off: 0; critic_losses.conservative_penalty): weight on the
     # soft maximum of Q over `conservative_candidates` actions per state (half sampled from the actor
-    # at its full width, half uniform in [-1, 1]^d) minus Q at the recorded action, in units of the
-    # largest return (MAX_REWARD / (1 - gamma) for csil, 1 for sparse), soft maximum at temperature
-    # `conservative_temperature` (value units). In pre-training and online; a critic the actor can
-    # follow (grad_penalty < 1) then cannot value actions no rollout tried above those it did.
+    # at its full width, half uniform in [-1, 1]^d) minus Q at the recorded action, in value units
+    # like CQL's alpha, soft maximum at temperature `conservative_temperature` (value units). In
+    # pre-training and online; a critic the actor can follow (grad_penalty < 1) then cannot value
+    # actions no rollout tried above those it did.
     conservative_weight: Annotated[float, Field(ge=0)] = 0.0
     conservative_candidates: Annotated[int, Field(ge=2)] = 8
     conservative_temperature: Annotated[float, Field(gt=0)] = 1.0

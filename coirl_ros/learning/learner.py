@@ -95,6 +95,19 @@ CHECKPOINT_FORMAT = "coirl.learner-checkpoint/1"
 Metrics = dict[str, float]
 
 
+def _report_every_100(
+    progress: Callable[[str, int, int, Metrics], None] | None, phase: str, step: int, steps: int, m: Metrics
+) -> Metrics:
+    """A pre-training loop's report: every 100th and the last step, the metrics as floats (passed to
+    `progress` if given); {} on the other steps, so the caller keeps the last report."""
+    if step % 100 and step != steps:
+        return {}
+    metrics = {k: float(v) for k, v in m.items()}
+    if progress:
+        progress(phase, step, steps, metrics)
+    return metrics
+
+
 class LearnerError(RuntimeError):
     """The learner cannot go on as asked (no demonstrations, a checkpoint from another config...)."""
 
@@ -469,10 +482,7 @@ class Learner:
             value.backward()
             self.bc_optim.step()
             self.state.bc_steps += 1
-            if step % 100 == 0 or step == steps:
-                metrics = {k: float(v) for k, v in m.items()}
-                if progress:
-                    progress(phase, step, steps, metrics)
+            metrics = _report_every_100(progress, phase, step, steps, m) or metrics
         return metrics
 
     def _fit_bc_ensemble(
@@ -552,10 +562,7 @@ class Learner:
             optim.step()
             self._after_critic_step()
             self.state.critic_pretrain_steps += 1
-            if step % 100 == 0 or step == steps:
-                metrics = {k: float(v) for k, v in m.items()}
-                if progress:
-                    progress("critic", step, steps, metrics)
+            metrics = _report_every_100(progress, "critic", step, steps, m) or metrics
         return metrics
 
     def _with_success_reward(self, reward: Tensor, b: dict[str, Tensor]) -> Tensor:
@@ -585,8 +592,8 @@ class Learner:
         """`loss` plus the critic's conservative term (`critic.conservative_weight`; 0: unchanged).
 
         Candidates per state: half from the actor at its full width (where it would go if it followed
-        the critic), half uniform in the action box (where nothing went). Scaled by the largest return,
-        so one weight means the same for csil's value range and the sparse baseline's [0, 1].
+        the critic), half uniform in the action box (where nothing went). The term is in value units,
+        as CQL's α: a weight of 1 pushes on Q about as hard as a TD error of a few value units does.
         """
         c = self.config.critic
         if not c.conservative_weight:
@@ -601,8 +608,7 @@ class Learner:
             candidates = torch.cat([sampled, 2.0 * uniform - 1.0], dim=1)
         gap, m = conservative_penalty(self.critic, x, u, candidates, c.conservative_temperature)
         metrics |= m
-        scale = MAX_REWARD / (1.0 - self.config.gamma) if self.config.method == "csil" else 1.0
-        return loss + c.conservative_weight * gap / scale
+        return loss + c.conservative_weight * gap
 
     def _after_critic_step(self) -> None:
         if isinstance(self.critic, XQCCritic):
