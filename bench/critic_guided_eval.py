@@ -59,8 +59,12 @@ class CriticChoice:
         temperature: float,
         step: float = 0.1,
         direction_seed: int = 0,
+        proposer: str = "actor",
     ) -> None:
-        self.actor, self.critic = learner.actor, learner.critic
+        # Candidates (and the mode/sample rules) come from the actor, or from π_BC (the KL prior):
+        # the critic's choice among π_BC's own proposals needs no actor to have followed it.
+        self.actor = learner.actor if proposer == "actor" else learner.bc_prior
+        self.critic = learner.critic
         self.rule, self.n, self.temperature, self.step = rule, n, temperature, step
         fixed = torch.randn(learner.action_dim, generator=torch.Generator().manual_seed(direction_seed))
         self.fixed_direction = fixed / fixed.norm()
@@ -162,6 +166,10 @@ def main() -> None:
     )
     ap.add_argument("--step", type=float, default=0.1, help="ascend/descend/random/fixed: step size")
     ap.add_argument("--direction-seed", type=int, default=0, help="fixed: which random direction")
+    ap.add_argument(
+        "--proposer", choices=("actor", "bc"), default="actor",
+        help="who proposes the mode, the sample and the candidates: the trained actor or π_BC",
+    )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -196,7 +204,9 @@ def main() -> None:
     rows = []
     try:
         for rule in filter(None, args.rules.split(",")):
-            policy = CriticChoice(learner, rule, args.n, args.temperature, args.step, args.direction_seed)
+            policy = CriticChoice(
+                learner, rule, args.n, args.temperature, args.step, args.direction_seed, args.proposer
+            )
             start = time.perf_counter()
             wins = sum(
                 actor.run_episode(EVAL_SEED0 + k, policy, explore=False)[0] for k in range(args.episodes)
@@ -206,14 +216,15 @@ def main() -> None:
                 name = f"{rule}-{args.step:g}" + (f"-d{args.direction_seed}" if rule == "fixed" else "")
             rate = wins / args.episodes
             print(f"{name:>10}: {rate:.1%} of {args.episodes} episodes ({time.perf_counter() - start:.0f} s)")
-            rows.append({"rule": name, "temperature": args.temperature, "success_rate": rate,
-                         "episodes": args.episodes, "env_steps": state.env_steps})  # fmt: skip
+            rows.append({"rule": name, "proposer": args.proposer, "temperature": args.temperature,
+                         "success_rate": rate, "episodes": args.episodes, "env_steps": state.env_steps})  # fmt: skip
     finally:
         actor.close()
     if not rows:
         return
     stepped = any(r["rule"].startswith(STEP_RULES) for r in rows)
     suffix = f"_step{args.step:g}" if stepped else ""
+    suffix += "_bc" if args.proposer == "bc" else ""
     out = run_dir / f"critic_guided_eval_t{args.temperature:g}_n{args.n}{suffix}.csv"
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
