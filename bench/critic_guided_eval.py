@@ -217,7 +217,8 @@ def main() -> None:
             rate = wins / args.episodes
             print(f"{name:>10}: {rate:.1%} of {args.episodes} episodes ({time.perf_counter() - start:.0f} s)")
             rows.append({"rule": name, "proposer": args.proposer, "temperature": args.temperature,
-                         "success_rate": rate, "episodes": args.episodes, "env_steps": state.env_steps})  # fmt: skip
+                         "success_rate": rate, "episodes": args.episodes,
+                         "env_steps": state.env_steps})  # fmt: skip
     finally:
         actor.close()
     if not rows:
