@@ -406,6 +406,8 @@ def _sim_nodes(ctx: GraphContext) -> list[NodeSpec]:
         "lockstep": ctx.flag("lockstep"),
         "real_time_factor": float(ctx.values["real_time_factor"]),
         "seed": int(ctx.values["seed"]),
+        # episode_driver's episodes end at the solving step, not at the driver's next /sim/success call.
+        "pause_on_success": int(ctx.values["episodes"]) > 0,
     }
     return [NodeSpec("sim_node", "sim_node", params, "MuJoCo robot + task behind the robot's topics, /clock")]
 

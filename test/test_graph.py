@@ -142,6 +142,9 @@ def test_graphs_share_time_and_files_and_know_their_order() -> None:
     assert ("learner_node", "published weights v") in nodes["episode_driver"].start_after
     assert nodes["camera_wrist"].parameters["camera"] == "wrist"
     assert nodes["recorder_node"].parameters["env_state_dim"] == 7  # lift's cube pose, told up front
+    assert nodes["sim_node"].parameters["pause_on_success"] is True  # episodes end at the solving step
+    by_hand = {n.name: n for n in build_graph("record", True, {"episodes": "0"})}
+    assert "episode_driver" not in by_hand and by_hand["sim_node"].parameters["pause_on_success"] is False
     robot = {n.name: n for n in build_graph("finetune", False, {})}
     assert "sim_node" not in robot and "episode_driver" not in robot
     assert "env_state_dim" not in robot["recorder_node"].parameters  # recorder.yaml's (0 on a robot)

@@ -178,13 +178,16 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
             feed.observation(k)
             feed.step(k, version=4)
         # The last step overtakes its observation, and the stop request overtakes that too: the stop
-        # waits (up to step_wait_s) for the observations of the steps it has, so nothing is lost.
+        # waits (up to step_wait_s) for the observations of the steps it has, so nothing is lost. A
+        # step *sent* after the stop request is the robot ticking on: not the episode's.
         feed.step(32, version=5)
         assert rec.wait_output("policy version 5"), rec.output  # received, waiting for its state
         with ThreadPoolExecutor(1) as pool:
             stopping = pool.submit(probe.call, SetBool, "/recorder/stop", SetBool.Request(data=False))
             time.sleep(0.3)
-            for k in (32, 33, 34):  # the robot streams on
+            feed.step(35, version=6)
+            assert rec.wait_output("policy version 6"), rec.output
+            for k in (32, 33, 34, 35):  # the robot streams on
                 feed.observation(k)
             stop = stopping.result()
         assert json.loads(stop.message) == {"index": 2, "frames": 3, "success": False, "skipped": {}}
