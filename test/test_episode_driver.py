@@ -98,14 +98,11 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
         "action_space": "joint",
         "env_state_dim": 7,
     }
+    sim = {"task": "lift", "lockstep": True, "seed": 10, "pause_on_success": True}  # as the graphs set it
     with RosProbe(ros_env) as probe:
         controller = MirrorExpert(probe)  # listening before anything can start an episode
         nodes = [
-            NodeProcess(
-                "sim_node",
-                ros_env,
-                {**common, "task": "lift", "lockstep": True, "seed": 10, "pause_on_success": True},
-            ),  # fmt: skip
+            NodeProcess("sim_node", ros_env, {**common, **sim}),
             NodeProcess("joint_node", ros_env, common),
             NodeProcess("camera_node", ros_env, {**common, "camera": "front"}),
             NodeProcess("recorder_node", ros_env, {**common, **recorder}),
