@@ -24,7 +24,6 @@ class SimConfig(ConfigModel):
     publish_environment_state: bool = True  # privileged object state on /coirl/environment_state
     # Pause by itself right after the step that solves the task (the sim graphs that run episode_driver
     # set it). In lockstep a controller that answers every state at once runs as fast as the sim, and
-    # the driver asks /sim/success only after it has counted a tick: without this the sim runs on past
-    # the success while it asks, and the recorder's episode ends steps before the success it is
-    # labelled with (seen under load: a "success" whose last frame has the cube on the table).
+    # the driver asks /sim/success only after it has counted a tick: without this the sim can run on
+    # past the success while it asks, and the episode's terminal frame comes steps after the solving one.
     pause_on_success: bool = False
