@@ -1,7 +1,8 @@
 """episode_driver: N episodes in sim, unattended: reset, record, run to success or max_steps, label.
 
 Per episode:  /sim/pause(true) -> /sim/reset -> /recorder/start -> /sim/pause(false)
-              -> count /coirl/step ticks, asking /sim/success after each
+              -> count /coirl/step ticks, asking /sim/success after each (and whenever they stop
+                 for IDLE_CHECK_S: a sim_node with `pause_on_success` stops at the solving step)
               -> solved or `max_steps` ticks: /sim/pause(true) -> /recorder/stop(success)
 Pausing keeps the new scene still until the recorder runs, so the episode's first frame is the
 fresh scene in any mode, and keeps the sim from running on between episodes. Whatever produces the
