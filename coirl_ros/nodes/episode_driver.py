@@ -151,7 +151,7 @@ class EpisodeDriver(Node):
         steps, solved = 0, False
         try:
             while steps < self.max_steps and not self._stop.is_set():
-                if not self._wait_for_tick(start_ticks + steps):  # the sim paused itself at success
+                if not self._wait_for_tick(start_ticks + steps, index):  # the sim paused at success
                     solved = True
                     break
                 with self._tick_cond:
@@ -170,7 +170,7 @@ class EpisodeDriver(Node):
         frames = json.loads(stop.message).get("frames", steps)
         return self.tally.record(index, frames, solved, seed, time.monotonic() - began)
 
-    def _wait_for_tick(self, seen: int) -> bool:
+    def _wait_for_tick(self, seen: int, index: int) -> bool:
         """Wait for tick number `seen` + 1: True when it came; False when none came but the task is
         solved (sim_node's `pause_on_success` stops the sim, and with it the ticks, at the solving
         step, possibly before the success check of its own tick saw the step done). Raises after
@@ -185,8 +185,8 @@ class EpisodeDriver(Node):
                 return False
             if time.monotonic() >= deadline:
                 raise DriverError(
-                    f"no {STEP_TOPIC} tick for {self.step_timeout_s} s: is a controller (teleop_node,"
-                    " policy_node) running?"
+                    f"no {STEP_TOPIC} tick for {self.step_timeout_s} s in episode {index}: is a controller"
+                    " (teleop_node, policy_node) running?"
                 )
 
     def close(self) -> None:
