@@ -406,8 +406,6 @@ def _sim_nodes(ctx: GraphContext) -> list[NodeSpec]:
         "lockstep": ctx.flag("lockstep"),
         "real_time_factor": float(ctx.values["real_time_factor"]),
         "seed": int(ctx.values["seed"]),
-        # episode_driver's episodes end at the solving step, not at the driver's next /sim/success call.
-        "pause_on_success": int(ctx.values["episodes"]) > 0,
     }
     return [NodeSpec("sim_node", "sim_node", params, "MuJoCo robot + task behind the robot's topics, /clock")]
 
@@ -433,25 +431,7 @@ def _recorder(ctx: GraphContext, source: str, store: str) -> NodeSpec:
         "store": store,
         "source": source,
     }
-    if ctx.sim and load_config(ctx.files["recorder_config"], RecorderConfig).env_state_dim is None:
-        # Told, not detected: detection needs sim_node discovered before the first start.
-        params["env_state_dim"] = _sim_object_state_dim(ctx)
     return NodeSpec("recorder_node", "recorder_node", params, f"{source} episodes -> {store}")
-
-
-def _sim_object_state_dim(ctx: GraphContext) -> int:
-    """What sim_node publishes per step: its task's object state (sim.yaml's task, else task.yaml's), or
-    nothing when sim.yaml turns the environment state off."""
-    from coirl_ros.sim.tasks import make_task  # MuJoCo: only the sim graph needs it
-
-    sim = load_config(ctx.files["sim_config"], SimConfig)
-    if not sim.publish_environment_state:
-        return 0
-    name = sim.task or ctx.task.name
-    try:
-        return make_task(name).object_state_dim
-    except ValueError as err:  # an unknown task name
-        raise GraphError(f"sim task: {err}") from None
 
 
 def _record_nodes(ctx: GraphContext) -> list[NodeSpec]:

@@ -88,9 +88,9 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
         tmp_path, [{"name": "front", "source": "sim", "width": 16, "height": 16, "fps": 20}]
     )
     common = {"robot_config": robot, "use_sim_time": True}
-    # env_state_dim given, as the sim graphs do (graph.py): left to detection, a start that comes
-    # before DDS discovery has matched the recorder with sim_node creates a store without object
-    # state (seen once in CI). Detection itself is tested in test_recorder_node.
+    # env_state_dim set explicitly: left to detection, a start that comes before DDS discovery has
+    # matched the recorder with sim_node creates a store without object state (seen once in CI; see
+    # the README's recorder section). Detection itself is tested in test_recorder_node.
     recorder = {
         "store": str(store),
         "source": "scripted",
@@ -98,11 +98,10 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
         "action_space": "joint",
         "env_state_dim": 7,
     }
-    sim = {"task": "lift", "lockstep": True, "seed": 10, "pause_on_success": True}  # as the graphs set it
     with RosProbe(ros_env) as probe:
         controller = MirrorExpert(probe)  # listening before anything can start an episode
         nodes = [
-            NodeProcess("sim_node", ros_env, {**common, **sim}),
+            NodeProcess("sim_node", ros_env, {**common, "task": "lift", "lockstep": True, "seed": 10}),
             NodeProcess("joint_node", ros_env, common),
             NodeProcess("camera_node", ros_env, {**common, "camera": "front"}),
             NodeProcess("recorder_node", ros_env, {**common, **recorder}),

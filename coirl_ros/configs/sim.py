@@ -22,9 +22,3 @@ class SimConfig(ConfigModel):
     lockstep: bool = False
     lockstep_timeout_s: Annotated[float, Field(gt=0)] = 1.0
     publish_environment_state: bool = True  # privileged object state on /coirl/environment_state
-    # Pause by itself right after the step that solves the task (the sim graphs that run episode_driver
-    # set it; the driver then finds the success by asking when the ticks stop). In lockstep a controller
-    # that answers every state at once runs as fast as the sim, and the driver asks /sim/success only
-    # after it has counted a tick: without this the sim runs on past the success while it asks, and the
-    # episode goes on for as many steps as the driver lags (CI recorded 240 for max_steps 150).
-    pause_on_success: bool = False

@@ -1,8 +1,7 @@
 """episode_driver: N episodes in sim, unattended: reset, record, run to success or max_steps, label.
 
 Per episode:  /sim/pause(true) -> /sim/reset -> /recorder/start -> /sim/pause(false)
-              -> count /coirl/step ticks, asking /sim/success after each (and whenever they stop
-                 for IDLE_CHECK_S: a sim_node with `pause_on_success` stops at the solving step)
+              -> count /coirl/step ticks, asking /sim/success after each
               -> solved or `max_steps` ticks: /sim/pause(true) -> /recorder/stop(success)
 Pausing keeps the new scene still until the recorder runs, so the episode's first frame is the
 fresh scene in any mode, and keeps the sim from running on between episodes. Whatever produces the
@@ -43,8 +42,6 @@ from coirl_ros.nodes.ros_params import declare_config_file
 from coirl_ros.recording.progress import EpisodeTally
 
 # Ticks are counted, so none may be dropped (the recorder subscribes the same way).
-# Without a tick for this long the driver asks /sim/success anyway (a sim paused at success sends none).
-IDLE_CHECK_S = 0.5
 TICK_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
@@ -151,10 +148,15 @@ class EpisodeDriver(Node):
         steps, solved = 0, False
         try:
             while steps < self.max_steps and not self._stop.is_set():
-                if not self._wait_for_tick(start_ticks + steps, index):  # the sim paused at success
-                    solved = True
-                    break
+                seen = start_ticks + steps
                 with self._tick_cond:
+                    if not self._tick_cond.wait_for(
+                        lambda seen=seen: self._ticks > seen, self.step_timeout_s
+                    ):
+                        raise DriverError(
+                            f"no {STEP_TOPIC} tick for {self.step_timeout_s} s in episode {index}:"
+                            " is a controller (teleop_node, policy_node) running?"
+                        )
                     steps = self._ticks - start_ticks
                 if self._trigger(SIM_SUCCESS_SERVICE).success:
                     solved = True
@@ -169,25 +171,6 @@ class EpisodeDriver(Node):
             raise DriverError(f"/recorder/stop failed for episode {index}: {stop.message}")
         frames = json.loads(stop.message).get("frames", steps)
         return self.tally.record(index, frames, solved, seed, time.monotonic() - began)
-
-    def _wait_for_tick(self, seen: int, index: int) -> bool:
-        """Wait for tick number `seen` + 1: True when it came; False when none came but the task is
-        solved (sim_node's `pause_on_success` stops the sim, and with it the ticks, at the solving
-        step, possibly before the success check of its own tick saw the step done). Raises after
-        `step_timeout_s` with neither."""
-        deadline = time.monotonic() + self.step_timeout_s
-        while True:
-            with self._tick_cond:
-                left = deadline - time.monotonic()
-                if self._tick_cond.wait_for(lambda: self._ticks > seen, min(IDLE_CHECK_S, max(left, 0.0))):
-                    return True
-            if self._trigger(SIM_SUCCESS_SERVICE).success:
-                return False
-            if time.monotonic() >= deadline:
-                raise DriverError(
-                    f"no {STEP_TOPIC} tick for {self.step_timeout_s} s in episode {index}: is a controller"
-                    " (teleop_node, policy_node) running?"
-                )
 
     def close(self) -> None:
         self._stop.set()

@@ -70,7 +70,6 @@ SIM_FIELDS = (
     "lockstep",
     "lockstep_timeout_s",
     "publish_environment_state",
-    "pause_on_success",
 )
 
 
@@ -191,8 +190,6 @@ class SimNode(Node):
                     next_wall = time.monotonic()
             self.sim.step(self.commands.target(self.sim.time + self.sim.dt))
             self._publish_observation()
-            if self.cfg.pause_on_success and self.sim.success():
-                self.paused = True  # until /sim/pause(false): episode_driver resumes after the next reset
 
     def _in_sim_thread(self, fn: Callable[[], T], timeout_s: float = 30.0) -> T:
         """Run `fn` on the sim thread between two steps and return its result."""

@@ -113,11 +113,6 @@ class ManipulationEnv(gym.Env):
     def _make_observation_space(self) -> gym.spaces.Dict:
         inf = np.inf
         n_obj = len(self.task.object_state(self.model, self.data))
-        if n_obj != self.task.object_state_dim:
-            raise ValueError(
-                f"task {self.task.name}: object_state has {n_obj} values, its object_state_dim says"
-                f" {self.task.object_state_dim}"
-            )
         spaces: dict[str, gym.spaces.Space] = {
             "state": gym.spaces.Box(-inf, inf, (ARM_DOFS + 1,), np.float32),
             "joint_pos": gym.spaces.Box(-inf, inf, (ARM_DOFS,), np.float32),

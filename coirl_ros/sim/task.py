@@ -21,9 +21,6 @@ class Task(ABC):
 
     name: str
     scene: str  # file name in sim/
-    # Length of `object_state`, known without building the scene: a sim graph hands it to the recorder,
-    # which would otherwise learn it from the first message and can start before discovery delivers one.
-    object_state_dim: int
     horizon: int  # control steps at 20 Hz (the env scales it to its control rate)
     instruction: str
 

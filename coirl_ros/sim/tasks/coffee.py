@@ -86,7 +86,6 @@ def pod_in_holder(model: mujoco.MjModel, data: mujoco.MjData) -> bool:
 
 class CoffeeTask(Task):
     name = "coffee"
-    object_state_dim = 15
     scene = "coffee.xml"
     horizon = 320
     instruction = "put the pod in the coffee machine and close the lid"

@@ -25,7 +25,6 @@ FLAT_COS = np.cos(np.radians(10.0))  # the hammer's up axis within 10 degrees of
 
 class HammerCleanupTask(Task):
     name = "hammer_cleanup"
-    object_state_dim = 11
     scene = "hammer_cleanup.xml"
     horizon = 550
     instruction = "put the hammer in the drawer and close it"

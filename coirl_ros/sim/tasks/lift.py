@@ -17,7 +17,6 @@ LIFT_HEIGHT = 0.08
 
 class LiftTask(Task):
     name = "lift"
-    object_state_dim = 7
     scene = "lift.xml"
     horizon = 100
     instruction = "pick up the red cube"

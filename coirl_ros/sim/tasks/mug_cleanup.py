@@ -20,7 +20,6 @@ UPRIGHT_COS = np.cos(np.radians(10.0))  # the mug's axis within 10 degrees of ve
 
 class MugCleanupTask(Task):
     name = "mug_cleanup"
-    object_state_dim = 11
     scene = "mug_cleanup.xml"
     horizon = 550
     instruction = "put the mug in the drawer and close it"

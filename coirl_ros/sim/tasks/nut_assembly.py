@@ -31,7 +31,6 @@ PAIRS = (("square_nut", "square_peg"), ("round_nut", "round_peg"))
 
 class NutAssemblyTask(Task):
     name = "nut_assembly"
-    object_state_dim = 28
     scene = "nut_assembly.xml"
     horizon = 700
     instruction = "put the square nut on the square peg and the round nut on the round peg"

@@ -25,7 +25,6 @@ NUT_PEG_MIN_DIST = 0.13  # nut centre to peg axis at reset (the handle reaches 7
 
 class SquareTask(Task):
     name = "square"
-    object_state_dim = 14
     scene = "square.xml"
     horizon = 330
     instruction = "put the square nut onto the square peg"

@@ -73,7 +73,6 @@ def threaded(model: mujoco.MjModel, data: mujoco.MjData) -> bool:
 
 class ThreadingTask(Task):
     name = "threading"
-    object_state_dim = 14
     scene = "threading.xml"
     horizon = 240
     instruction = "thread the needle through the ring"
