@@ -120,6 +120,11 @@ def test_sim_state_codec_round_trip_and_older_layouts() -> None:
     back = decode_sim_state(msg)
     assert back.time == 1.25 and np.array_equal(back.qpos, state.qpos) and back.mocap_quat.shape == (2, 4)
     assert back.episode == 3
+    msg.layout.dim[4].size = 2  # a malformed episode part: refused, never guessed
+    msg.data = [*msg.data, 4.0]
+    with pytest.raises(ValueError, match="episode part has 2 values"):
+        decode_sim_state(msg)
+    msg.data = msg.data[:-1]
     msg.layout.dim = msg.layout.dim[:4]  # a sim_node from before the episode was sent
     msg.data = msg.data[:-1]
     assert decode_sim_state(msg).episode is None
