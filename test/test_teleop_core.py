@@ -10,7 +10,7 @@ from coirl_ros.configs.teleop import JoyConfig, KeyboardConfig, ScriptedConfig
 from coirl_ros.constants import OBS_STATE
 from coirl_ros.control.limits import CommandLimiter
 from coirl_ros.control.loop import ControlLoop
-from coirl_ros.control.scripted_teleop import SIM_EPISODE_KEY, SIM_STATE_KEY, ScriptedActor
+from coirl_ros.control.scripted_teleop import SIM_STATE_KEY, ScriptedActor
 from coirl_ros.control.teleop import CLOSED, OPEN, JoyMapper, KeyboardMapper
 from coirl_ros.control.watchdog import ObservationWatchdog
 from coirl_ros.paths import config_dir
@@ -50,18 +50,6 @@ def test_keyboard_keys_move_while_held_and_toggle_the_gripper() -> None:
 def test_scripted_expert_through_the_control_loop_solves_the_task(task: str) -> None:
     """The sim (another process in the node graph; here in-process) executes the loop's joint commands;
     the expert plans on a mirror fed with the sim's state, as the teleop node runs it."""
-    _solve_through_the_loop(task, stale_scene_at_start=False)
-
-
-def test_scripted_expert_replans_when_the_reset_scene_arrives_after_it_planned() -> None:
-    """The race CI saw: a paused sim's clock stands still, so the scene from before the reset reaches
-    the expert with the episode's own start stamp and it plans on it. The reset scene's state then
-    arrives with a new sim episode number, and the expert must plan again on it (else it reaches for
-    a cube that is not there)."""
-    _solve_through_the_loop("lift", stale_scene_at_start=True)
-
-
-def _solve_through_the_loop(task: str, stale_scene_at_start: bool) -> None:
     sim = ManipulationEnv(make_task(task), EnvConfig(action_mode="joint"))
     clock = [0.0]
     loop: ControlLoop | None = None
@@ -72,29 +60,22 @@ def _solve_through_the_loop(task: str, stale_scene_at_start: bool) -> None:
     loop = ControlLoop(
         actor, actor.action_space, CommandLimiter.from_robot_config(ROBOT), ObservationWatchdog(0.2, ()), 0.05
     )
-    obs, _ = sim.reset(seed=0)  # the scene before the reset (cube elsewhere)
+    obs, _ = sim.reset(seed=5)
 
-    def publish(scene: int) -> None:
+    def publish() -> None:
         d = sim.data
         flat = np.concatenate([d.qpos, d.qvel, d.mocap_pos.ravel(), d.mocap_quat.ravel()])
         loop.observe(OBS_STATE, obs["state"].astype(float), clock[0])
         loop.observe(SIM_STATE_KEY, flat, clock[0])
-        loop.observe(SIM_EPISODE_KEY, np.array([float(scene)]), clock[0])
 
-    publish(scene=0)  # a state from before the episode started
-    if stale_scene_at_start:
-        loop.start_episode()  # at the same stamp: the stale state passes the stamp check
-        out = loop.tick(clock[0])
-        assert out.hold_reason is None, "the expert acts on the stale scene"
-    else:
-        clock[0] += 0.01
-        loop.start_episode()
-        assert loop.tick(clock[0]).hold_reason == "waiting_for_sim_state"  # nothing since the episode began
-    obs, _ = sim.reset(seed=5)
+    publish()  # a state from before the episode started (before the sim's reset, say)
+    clock[0] += 0.01
+    loop.start_episode()
+    assert loop.tick(clock[0]).hold_reason == "waiting_for_sim_state"  # nothing since the episode began
     success = False
     for _ in range(sim.horizon):
         clock[0] += 0.05
-        publish(scene=1)
+        publish()
         out = loop.tick(clock[0])
         assert out.hold_reason is None and out.action is not None
         assert np.all(out.action.base == 0) and out.action.policy_version == 0
@@ -110,26 +91,14 @@ def test_mirror_refuses_a_state_of_the_wrong_size() -> None:
         actor.set_sim_state(np.zeros(5))
 
 
-def test_sim_state_codec_round_trip_and_older_layouts() -> None:
+def test_sim_state_codec_round_trip_with_and_without_mocap() -> None:
     from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
     from coirl_ros.nodes.interfaces import SimState, decode_sim_state, encode_sim_state
 
-    state = SimState(1.25, np.arange(16.0), np.arange(15.0), np.ones((2, 3)), np.ones((2, 4)), episode=3)
-    msg = encode_sim_state(state)
-    back = decode_sim_state(msg)
+    state = SimState(1.25, np.arange(16.0), np.arange(15.0), np.ones((2, 3)), np.ones((2, 4)))
+    back = decode_sim_state(encode_sim_state(state))
     assert back.time == 1.25 and np.array_equal(back.qpos, state.qpos) and back.mocap_quat.shape == (2, 4)
-    assert back.episode == 3
-    msg.layout.dim[4].size = 2  # a malformed episode part: refused, never guessed
-    msg.data = [*msg.data, 4.0]
-    with pytest.raises(ValueError, match="episode part has 2 values"):
-        decode_sim_state(msg)
-    msg.data = msg.data[:-1]
-    msg.layout.dim = msg.layout.dim[:4]  # a sim_node from before the episode was sent
-    msg.data = msg.data[:-1]
-    assert decode_sim_state(msg).episode is None
-    with pytest.raises(ValueError, match="episode"):
-        encode_sim_state(SimState(1.0, np.zeros(2), np.zeros(1), np.zeros((0, 3)), np.zeros((0, 4))))
     plain = Float64MultiArray()
     plain.layout.dim = [MultiArrayDimension(label="qpos", size=2), MultiArrayDimension(label="qvel", size=1)]
     plain.data = [0.5, 1.0, 2.0, 3.0]

@@ -26,8 +26,6 @@ from coirl_ros.sim.tasks import expert_plan, make_task
 
 # Watchdog key of the flattened sim state [qpos, qvel, mocap_pos (3m), mocap_quat (4m)].
 SIM_STATE_KEY = "sim.state"
-# Watchdog key of the sim's episode (reset count, [1]) that came with that state; absent from an older sim.
-SIM_EPISODE_KEY = "sim.episode"
 
 
 class ScriptedActor:
@@ -56,7 +54,6 @@ class ScriptedActor:
         self._episode = -1
         self._episode_start: float | None = None
         self._planned = False
-        self._planned_scene: int | None = None  # the sim episode the expert planned on
         m = self.env.model
         self._sizes = (m.nq, m.nv, 3 * m.nmocap, 4 * m.nmocap)
         self.mocap_missing = False  # the sim sent no fixture poses (an older sim_node): planning may be off
@@ -112,17 +109,9 @@ class ScriptedActor:
         if self._episode_start is not None and (stamp is None or stamp < self._episode_start):
             return "waiting_for_sim_state"  # the latest state may predate the sim's reset
         self.set_sim_state(observation[SIM_STATE_KEY])
-        scene = observation.get(SIM_EPISODE_KEY)
-        scene = None if scene is None else int(scene[0])
-        if self._planned and scene is not None and scene != self._planned_scene:
-            # The sim was reset after the expert planned, so it planned on the scene before. The stamp
-            # check cannot always tell: a paused sim's clock does not move, so the state from before the
-            # reset and the reset's can arrive at the same time. Plan again on the scene that is there.
-            self._planned = False
         if not self._planned:
             self.expert.reset(max(self._episode, 0))  # per-episode noise, reproducible per episode
             self._planned = True
-            self._planned_scene = scene
         action = np.asarray(self.expert.act(None), dtype=np.float64)
         if self.kind == "joint":
             assert self.joint_space is not None

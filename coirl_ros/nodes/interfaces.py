@@ -48,9 +48,7 @@ EPISODE_TOPIC = "/coirl/episode"
 # "qpos" and "qvel"), so a scripted expert in another process can mirror the exact sim state.
 # Optionally followed by the mocap bodies' poses (dims "mocap_pos", "mocap_quat"): task fixtures
 # (pegs, cabinet, coffee machine, tripod) are mocap bodies placed at reset, outside qpos, so a mirror
-# needs them too. Then the sim's episode (reset count, dim "episode", one value), so a mirror can
-# tell a reset scene from the one before it even when both carry the same time. Build and parse it
-# with `encode_sim_state` / `decode_sim_state` below.
+# needs them too. Build and parse it with `encode_sim_state` / `decode_sim_state` below.
 SIM_STATE_TOPIC = "/sim/state"
 CLOCK_TOPIC = "/clock"  # rosgraph_msgs/Clock (sim_node, when use_sim_time)
 # std_msgs/String (JSON) from joint_node: {"status": "ok"|"stale"|"inconsistent"|"no_data", "reason",
@@ -175,28 +173,22 @@ def decode_step(msg: Float64MultiArray) -> StepRecord:
 
 
 # ---- the sim state (sim_node -> teleop_node's scripted expert) -----------------------------------
-_SIM_DIMS = ("qpos", "qvel", "mocap_pos", "mocap_quat", "episode")
-# Layouts an older sim_node sends: without the episode, and without the mocap poses as well.
-_OLDER_SIM_LAYOUTS = (list(_SIM_DIMS[:2]), list(_SIM_DIMS[:4]))
+_SIM_DIMS = ("qpos", "qvel", "mocap_pos", "mocap_quat")
 
 
 @dataclass(frozen=True)
 class SimState:
-    """MuJoCo state a mirror needs: time, qpos, qvel, the mocap poses ([m, 3], [m, 4]; may be empty) and
-    the sim's episode (its reset count; None from a sim that does not send it)."""
+    """MuJoCo state a mirror needs: time, qpos, qvel and the mocap poses ([m, 3], [m, 4]; may be empty)."""
 
     time: float
     qpos: np.ndarray
     qvel: np.ndarray
     mocap_pos: np.ndarray
     mocap_quat: np.ndarray
-    episode: int | None = None
 
 
 def encode_sim_state(state: SimState) -> Float64MultiArray:
-    """[time, qpos, qvel, mocap_pos (flat), mocap_quat (flat), episode] with dims labelled by part."""
-    if state.episode is None:
-        raise ValueError("encode_sim_state: a sim_node always says which episode the state belongs to")
+    """[time, qpos, qvel, mocap_pos (flat), mocap_quat (flat)] with dims labelled by part."""
     parts = [np.asarray(getattr(state, name), dtype=float).reshape(-1) for name in _SIM_DIMS]
     msg = Float64MultiArray()
     msg.layout.dim = [
@@ -208,12 +200,11 @@ def encode_sim_state(state: SimState) -> Float64MultiArray:
 
 
 def decode_sim_state(msg: Float64MultiArray) -> SimState:
-    """The inverse of `encode_sim_state`; also reads the older layouts without the episode
-    ([time, qpos, qvel, mocap_pos, mocap_quat] and [time, qpos, qvel]; episode None).
+    """The inverse of `encode_sim_state`; also reads the mocap-less [time, qpos, qvel] layout.
 
     Raises ValueError on any other layout (never guesses)."""
     labels = [d.label for d in msg.layout.dim]
-    if labels != list(_SIM_DIMS) and labels not in _OLDER_SIM_LAYOUTS:
+    if labels not in (list(_SIM_DIMS[:2]), list(_SIM_DIMS)):
         raise ValueError(f"not a sim state message (layout {labels}, expected {list(_SIM_DIMS)})")
     sizes = [int(d.size) for d in msg.layout.dim]
     data = np.asarray(msg.data, dtype=np.float64)
@@ -227,13 +218,7 @@ def decode_sim_state(msg: Float64MultiArray) -> SimState:
     mocap_quat = parts.get("mocap_quat", np.zeros(0)).reshape(-1, 4)
     if len(mocap_pos) != len(mocap_quat):
         raise ValueError(f"sim state: {len(mocap_pos)} mocap positions but {len(mocap_quat)} orientations")
-    episode = parts.get("episode")
-    if episode is not None and len(episode) != 1:
-        raise ValueError(f"sim state: the episode part has {len(episode)} values, not 1")
-    return SimState(
-        float(data[0]), parts["qpos"], parts["qvel"], mocap_pos, mocap_quat,
-        None if episode is None else int(episode[0]),
-    )  # fmt: skip
+    return SimState(float(data[0]), parts["qpos"], parts["qvel"], mocap_pos, mocap_quat)
 
 
 # ---- the environment state (sim_node -> recorder, state-based policies) --------------------------

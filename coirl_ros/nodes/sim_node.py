@@ -7,7 +7,7 @@ publishes what the robot and its cameras would: /joint_states (arm joints + grip
 robot config's names), raw renders of every `source: sim` camera on /sim/cameras/<c>/image_raw
 (+ camera_info, sensor QoS), plus the sim's extras: /coirl/environment_state (privileged object
 state, stamped like the joint states; latched, ENV_STATE_QOS), /sim/state (time, qpos, qvel, mocap
-poses, episode) and /clock.
+poses) and /clock.
 
 Time: the sim owns a clock that starts at 1 s and never runs backwards, published on /clock. With
 `use_sim_time:=true` (run every node that way) messages are stamped with it; without, they are
@@ -243,7 +243,7 @@ class SimNode(Node):
             self.pub_env.publish(encode_environment_state(self.sim.object_state(), stamp.sec, stamp.nanosec))
         qpos, qvel, mocap_pos, mocap_quat = self.sim.mujoco_state()
         self.pub_sim_state.publish(
-            encode_sim_state(SimState(self.sim.time, qpos, qvel, mocap_pos, mocap_quat, self.sim.episode))
+            encode_sim_state(SimState(self.sim.time, qpos, qvel, mocap_pos, mocap_quat))
         )
         msg = JointState()
         msg.header.stamp = stamp

@@ -38,7 +38,7 @@ from coirl_ros.constants import OBS_STATE
 from coirl_ros.control.action_space import JointActionSpace, make_action_space
 from coirl_ros.control.limits import CommandLimiter
 from coirl_ros.control.loop import ControlLoop
-from coirl_ros.control.scripted_teleop import SIM_EPISODE_KEY, SIM_STATE_KEY, ScriptedActor
+from coirl_ros.control.scripted_teleop import SIM_STATE_KEY, ScriptedActor
 from coirl_ros.control.teleop import KEY_HELP, DeviceActor, JoyMapper, KeyboardMapper
 from coirl_ros.control.watchdog import ObservationWatchdog
 from coirl_ros.nodes.control_messages import command_messages, parse_json, state_vector
@@ -162,10 +162,7 @@ class TeleopNode(Node):
             return
         flat = [s.qpos, s.qvel, s.mocap_pos.ravel(), s.mocap_quat.ravel()]
         with self._lock:  # stamped on arrival: /sim/state carries sim time, which need not be ours
-            now = self._now()
-            self.loop.observe(SIM_STATE_KEY, np.concatenate(flat), now)
-            if s.episode is not None:
-                self.loop.observe(SIM_EPISODE_KEY, np.array([float(s.episode)]), now)
+            self.loop.observe(SIM_STATE_KEY, np.concatenate(flat), self._now())
 
     def _on_joy(self, msg: Joy) -> None:
         with self._lock:
