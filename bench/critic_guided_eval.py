@@ -63,7 +63,7 @@ class CriticChoice:
     ) -> None:
         # Candidates (and the mode/sample rules) come from the actor, or from π_BC (the KL prior):
         # the critic's choice among π_BC's own proposals needs no actor to have followed it.
-        self.actor = learner.actor if proposer == "actor" else learner.bc_prior
+        self.proposer = learner.actor if proposer == "actor" else learner.bc_prior
         self.critic = learner.critic
         self.rule, self.n, self.temperature, self.step = rule, n, temperature, step
         fixed = torch.randn(learner.action_dim, generator=torch.Generator().manual_seed(direction_seed))
@@ -73,7 +73,7 @@ class CriticChoice:
     @torch.no_grad()
     def act(self, x: np.ndarray, deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
         obs = torch.as_tensor(np.asarray(x, np.float32)).unsqueeze(0)
-        dist = self.actor(obs)
+        dist = self.proposer(obs)
         if self.rule in STEP_RULES:
             mode = dist.mode()
             if self.rule == "random":
@@ -89,8 +89,7 @@ class CriticChoice:
             return dist.mode().squeeze(0).numpy()
         if self.rule == "sample":
             return dist.sample(self.temperature).squeeze(0).numpy()
-        batch = self.actor(obs.expand(self.n, -1))
-        candidates = torch.cat([dist.mode(), batch.sample(self.temperature)])
+        candidates = torch.cat([dist.mode(), dist.sample_n(self.n, self.temperature)[0]])
         q = self.critic(obs.expand(len(candidates), -1), candidates).reshape(-1)
         pick = int(q.argmax() if self.rule == "argmax" else q.argmin())
         return candidates[pick].numpy()
@@ -126,7 +125,7 @@ def q_against_distance(learner: Learner, n: int, temperature: float, states: int
     batch = learner._tensors(learner.sampler.sample(states, np.random.default_rng(0), "rollout"))
     x = batch["x"]
     dist = learner.actor(x)
-    candidates = learner.actor(x.repeat_interleave(n, 0)).sample(temperature).reshape(states, n, -1)
+    candidates = dist.sample_n(n, temperature)
     flat_x = x.repeat_interleave(n, 0)
     flat_u = candidates.reshape(states * n, -1)
     q = learner.critic(flat_x, flat_u).reshape(states, n)

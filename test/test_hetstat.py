@@ -201,6 +201,25 @@ def test_rsample_log_prob_equals_log_prob_of_the_sample_and_is_differentiable() 
     assert torch.autograd.grad(action.sum(), mean)[0].abs().sum() > 0
 
 
+def test_sample_n_draws_n_actions_per_row_from_each_rows_distribution() -> None:
+    """One distribution, n samples per row: row i's samples follow row i's mean and std (checked on
+    the pre-squash values), and temperature scales the spread (0: every sample is the mode)."""
+    torch.manual_seed(0)
+    mean = torch.tensor([[0.5, -1.0], [-0.3, 0.2]])
+    std = torch.tensor([[0.1, 0.4], [0.3, 0.05]])
+    dist = TanhNormal(mean, std)
+    samples = dist.sample_n(20_000)
+    assert samples.shape == (2, 20_000, 2) and not samples.requires_grad
+    pre = torch.atanh(samples.double())
+    torch.testing.assert_close(pre.mean(1).float(), mean, atol=0.01, rtol=0.0)
+    torch.testing.assert_close(pre.std(1).float(), std, atol=0.0, rtol=0.03)
+    narrow = torch.atanh(dist.sample_n(20_000, temperature=0.25).double())
+    torch.testing.assert_close(narrow.std(1).float(), 0.25 * std, atol=0.0, rtol=0.03)
+    torch.testing.assert_close(dist.sample_n(3, temperature=0.0), dist.mode().unsqueeze(1).expand(2, 3, 2))
+    with pytest.raises(ValueError, match="n must be"):
+        dist.sample_n(0)
+
+
 def test_gaussian_kl() -> None:
     torch.manual_seed(0)
     mean_p, mean_q = torch.randn(10, 3), torch.randn(10, 3)

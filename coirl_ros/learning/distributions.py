@@ -70,6 +70,19 @@ class TanhNormal:
         """
         return torch.tanh(self.mean + temperature * self.std * torch.randn_like(self.mean))
 
+    @torch.no_grad()
+    def sample_n(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """`n` actions per row [..., n, d] without gradients, from this one distribution.
+
+        For candidate sets (the critic's conservative term, critic-guided choice): one policy forward
+        serves all n, instead of a forward over n copies of each state.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        shape = (*self.mean.shape[:-1], n, self.action_dim)
+        noise = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device)
+        return torch.tanh(self.mean.unsqueeze(-2) + temperature * self.std.unsqueeze(-2) * noise)
+
 
 def gaussian_kl(
     mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor

@@ -601,9 +601,7 @@ class Learner:
         b, d = u.shape
         half = c.conservative_candidates // 2
         with torch.no_grad():
-            dist = self.actor(x)
-            noise = torch.randn(b, half, d, dtype=u.dtype, device=u.device)
-            sampled = torch.tanh(dist.mean.unsqueeze(1) + dist.std.unsqueeze(1) * noise)
+            sampled = self.actor(x).sample_n(half)
             uniform = torch.rand(b, c.conservative_candidates - half, d, dtype=u.dtype, device=u.device)
             candidates = torch.cat([sampled, 2.0 * uniform - 1.0], dim=1)
         gap, m = conservative_penalty(self.critic, x, u, candidates, c.conservative_temperature)
