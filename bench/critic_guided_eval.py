@@ -24,8 +24,8 @@ gradient: 0 for directions that vary with the state, 1 for one global slope).
         --task lift --demos 20 --base-offset 0.04 --episodes 40 --n 16 --temperature 0.3
 
 Writes `critic_guided_eval_t<κ>_n<N>[_step<δ>].csv` in the run directory and prints one line per rule, after
-the correlations of Q with the candidates' distance from the mean and likelihood under π_BC
-(`--rules ""`: only those).
+the correlations of Q with the candidates' distance from the mean and likelihood under π_BC, and
+how far the actor's spread and mean have moved from π_BC's (`--rules ""`: only those).
 """
 
 from __future__ import annotations
@@ -116,6 +116,21 @@ def gradient_alignment(learner: Learner, states: int = 512) -> tuple[float, list
 
 
 @torch.no_grad()
+def spread_against_prior(learner: Learner, kind: str, states: int = 2048) -> dict[str, float]:
+    """How far the actor has moved from π_BC on replayed `kind` ("demo" | "rollout") states: the mean
+    ratio of their pre-squash stds, and the mean |actor mean − π_BC mean| in units of π_BC's std.
+
+    An exploring rollout samples at temperature κ around the actor's mean, so a spread that narrows
+    makes exploring rollouts succeed more often without the mean (what evaluation runs) improving."""
+    batch = learner._tensors(learner.sampler.sample(states, np.random.default_rng(2), kind))
+    actor, prior = learner.actor(batch["x"]), learner.bc_prior(batch["x"])
+    return {
+        "std_ratio": float((actor.std / prior.std).mean()),
+        "mean_shift": float(((actor.mean - prior.mean).abs() / prior.std).mean()),
+    }
+
+
+@torch.no_grad()
 def q_against_distance(learner: Learner, n: int, temperature: float, states: int = 512) -> dict[str, float]:
     """Where the critic puts its maxima, over `states` replayed rollout states: the mean per-state
     correlation of Q with the candidate's distance from the actor's mean action and with its
@@ -197,6 +212,12 @@ def main() -> None:
         f" at temperature {args.temperature}); std of Q across"
         f" a state's candidates {d['q_std_actions']:.3f}, across states {d['q_std_states']:.2f}"
     )
+    for kind in ("demo", "rollout"):
+        spread = spread_against_prior(learner, kind)
+        print(
+            f"actor vs pi_BC on {kind} states: std ratio {spread['std_ratio']:.2f},"
+            f" |mean shift| {spread['mean_shift']:.2f} pi_BC stds"
+        )
     alignment, direction = gradient_alignment(learner)
     print(f"action gradients of Q at the mean action: alignment {alignment:.2f}, mean direction {direction}")
     actor = Actor(config, deployed)
