@@ -38,6 +38,7 @@ def test_mapper_orders_joints_and_rejects_bad_samples() -> None:
         "backwards": m.update(JointSample(9.9, names, values), now=10.05),
         "duplicate": m.update(JointSample(10.0, names, values), now=10.05),
         "future": m.update(JointSample(11.0, names, values), now=10.2),
+        "no_clock": m.update(JointSample(10.1, names, values), now=0.0),  # sim time before /clock
         "nan": m.update(JointSample(10.2, names, [*values[:3], math.nan, *values[4:]]), now=10.2),
         "missing": m.update(JointSample(10.3, ARM[:6], list(range(6))), now=10.3),
         "unstamped": m.update(JointSample(0.0, names, values), now=10.3),

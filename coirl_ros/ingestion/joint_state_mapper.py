@@ -3,7 +3,8 @@
 Drivers publish /joint_states with their own joint order, often extra joints (a second finger, a
 mobile base) and sometimes the gripper in a message of its own. The mapper picks the configured
 joints by name, in config order, and refuses anything it cannot vouch for: a state stamped in the
-future (clocks disagree: one node on sim time, one not), unstamped, going backwards in time, NaN, or
+future (clocks disagree: one node on sim time, one not) or arriving before this node's sim clock
+has started, unstamped, going backwards in time, NaN, or
 missing a joint is reported, never passed on. A policy acting on such a state is worse than a policy
 holding still.
 
@@ -24,7 +25,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-ProblemKind = Literal["future", "unstamped", "backwards", "duplicate", "nan", "missing", "malformed"]
+ProblemKind = Literal[
+    "no_clock", "future", "unstamped", "backwards", "duplicate", "nan", "missing", "malformed"
+]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class JointStateMapper:
             )
         if last is not None and sample.stamp == last:
             return StateProblem("duplicate", f"stamp {sample.stamp:.6f} repeated")
+        if now <= 0.0:
+            # ROS time is 0 on a node with use_sim_time until its first /clock: nothing can be judged
+            # yet, and calling the state "in the future" would send the user after a clock mismatch.
+            return StateProblem("no_clock", "this node's clock has not started (use_sim_time, no /clock yet)")
         age = now - sample.stamp
         if -age > self.timeout_s:
             return StateProblem(
