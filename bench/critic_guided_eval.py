@@ -160,8 +160,8 @@ def q_against_distance(learner: Learner, n: int, temperature: float, states: int
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments that name a finished `coirl bench learn` run (as it was started)."""
     ap.add_argument(
         "--run", type=Path, required=True, help="the --out directory of a `coirl bench learn` run"
     )
@@ -173,20 +173,11 @@ def main() -> None:
     ap.add_argument("--requery", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="the run's seed")
     ap.add_argument("--episodes", type=int, default=40)
-    ap.add_argument("--n", type=int, default=16, help="sampled candidates besides the mean")
-    ap.add_argument("--temperature", type=float, default=0.3)
-    ap.add_argument(
-        "--rules", default="mode,sample,argmax,argmin", help="also: ascend, descend, random, fixed"
-    )
-    ap.add_argument("--step", type=float, default=0.1, help="ascend/descend/random/fixed: step size")
-    ap.add_argument("--direction-seed", type=int, default=0, help="fixed: which random direction")
-    ap.add_argument(
-        "--proposer", choices=("actor", "bc"), default="actor",
-        help="who proposes the mode, the sample and the candidates: the trained actor or π_BC",
-    )  # fmt: skip
-    args = ap.parse_args()
-    torch.set_num_threads(1)
 
+
+def load_run(args: argparse.Namespace) -> tuple[Learner, Actor, Path, int]:
+    """The run's learner restored from its checkpoint, an `Actor` on the run's deployed (offset) base,
+    the run's directory and the env steps it had trained for."""
     learner_cfg = load_config(args.learner_config, LearnerConfig)
     config = ExperimentConfig(
         task=args.task, methods=("csil",), seeds=1, demos=args.demos, requery_every=args.requery,
@@ -205,6 +196,27 @@ def main() -> None:
     )
     state = learner.load_checkpoint(run_dir / "learner.pt")
     print(f"{run_dir}: {state.env_steps} env steps, {state.updates} updates")
+    return learner, Actor(config, deployed), run_dir, state.env_steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(ap)
+    ap.add_argument("--n", type=int, default=16, help="sampled candidates besides the mean")
+    ap.add_argument("--temperature", type=float, default=0.3)
+    ap.add_argument(
+        "--rules", default="mode,sample,argmax,argmin", help="also: ascend, descend, random, fixed"
+    )
+    ap.add_argument("--step", type=float, default=0.1, help="ascend/descend/random/fixed: step size")
+    ap.add_argument("--direction-seed", type=int, default=0, help="fixed: which random direction")
+    ap.add_argument(
+        "--proposer", choices=("actor", "bc"), default="actor",
+        help="who proposes the mode, the sample and the candidates: the trained actor or π_BC",
+    )  # fmt: skip
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    learner, actor, run_dir, env_steps = load_run(args)
     d = q_against_distance(learner, args.n, args.temperature)
     print(
         f"corr(Q, |u - mean|) = {d['corr_q_distance']:+.2f},"
@@ -220,7 +232,6 @@ def main() -> None:
         )
     alignment, direction = gradient_alignment(learner)
     print(f"action gradients of Q at the mean action: alignment {alignment:.2f}, mean direction {direction}")
-    actor = Actor(config, deployed)
     rows = []
     try:
         for rule in filter(None, args.rules.split(",")):
@@ -238,7 +249,7 @@ def main() -> None:
             print(f"{name:>10}: {rate:.1%} of {args.episodes} episodes ({time.perf_counter() - start:.0f} s)")
             rows.append({"rule": name, "proposer": args.proposer, "temperature": args.temperature,
                          "success_rate": rate, "episodes": args.episodes,
-                         "env_steps": state.env_steps})  # fmt: skip
+                         "env_steps": env_steps})  # fmt: skip
     finally:
         actor.close()
     if not rows:
