@@ -185,6 +185,7 @@ def load_run(args: argparse.Namespace) -> tuple[Learner, Actor, Path, int]:
         eval_episodes=args.episodes,
     )  # fmt: skip
     base = LocalBCBase.load(config.task_dir / f"base_{args.demos}")  # the run's own, as it trained
+    # Deployed as in the run: the demos' base actions (filled in on load) come from it too.
     deployed = miscalibrated(base, (0.0, args.base_offset, 0.0)) if args.base_offset else base
     run_dir = config.task_dir / f"csil_{config.tag}_s{args.seed}"
     learner = Learner(
@@ -192,7 +193,7 @@ def load_run(args: argparse.Namespace) -> tuple[Learner, Actor, Path, int]:
         EpisodeStore.open(run_dir / "episodes.zarr"),
         config.composition,
         config.scale,
-        on_load=demo_base_filler(base, config.requery_every),
+        on_load=demo_base_filler(deployed, config.requery_every),
     )
     state = learner.load_checkpoint(run_dir / "learner.pt")
     print(f"{run_dir}: {state.env_steps} env steps, {state.updates} updates")
