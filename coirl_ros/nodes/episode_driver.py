@@ -2,7 +2,8 @@
 
 Per episode:  /sim/pause(true) -> /sim/reset -> /recorder/start -> /sim/pause(false)
               -> count /coirl/step ticks, asking /sim/success after each
-              -> solved or `max_steps` ticks: /sim/pause(true) -> /recorder/stop(success)
+              -> solved or `max_steps` ticks: /sim/pause(true) -> the last ticks land
+              -> /recorder/stop(success)
 Pausing keeps the new scene still until the recorder runs, so the episode's first frame is the
 fresh scene in any mode, and keeps the sim from running on between episodes. Whatever produces the
 ticks (teleop_node's scripted expert, the policy node) is unchanged: it starts its episode on the
@@ -41,6 +42,10 @@ from coirl_ros.nodes.node_runtime import run_node
 from coirl_ros.nodes.ros_params import declare_config_file
 from coirl_ros.recording.progress import EpisodeTally
 
+# After the pause: the controller's last steps are in flight until no tick has come for SETTLE_S
+# (a controller on the sim's clock stops with it; one on wall time never does: SETTLE_MAX_S).
+SETTLE_S = 0.3
+SETTLE_MAX_S = 1.0
 # Ticks are counted, so none may be dropped (the recorder subscribes the same way).
 TICK_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
@@ -166,11 +171,30 @@ class EpisodeDriver(Node):
             self._set(RECORDER_STOP_SERVICE, False)  # keep what was recorded, labelled a failure
             raise
         self._set(SIM_PAUSE_SERVICE, True)
+        sent = self._settled_ticks() - start_ticks
         stop = self._set(RECORDER_STOP_SERVICE, solved)
         if not stop.success:
             raise DriverError(f"/recorder/stop failed for episode {index}: {stop.message}")
         frames = json.loads(stop.message).get("frames", steps)
+        if frames < sent:
+            self.get_logger().warn(
+                f"episode {index}: the recorder saved {frames} of the {sent} steps the controller sent"
+            )
         return self.tally.record(index, frames, solved, seed, time.monotonic() - began)
+
+    def _settled_ticks(self) -> int:
+        """The tick count once the paused sim's controller has stopped ticking (none for SETTLE_S, at
+        most SETTLE_MAX_S): the sim runs on while the driver asks for success, and the steps of those
+        last sim steps must reach the recorder before the stop, which drops what arrives after it."""
+        deadline = time.monotonic() + SETTLE_MAX_S
+        with self._tick_cond:
+            while True:
+                seen = self._ticks
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._tick_cond.wait_for(
+                    lambda seen=seen: self._ticks > seen, min(SETTLE_S, left)
+                ):
+                    return self._ticks
 
     def close(self) -> None:
         self._stop.set()
