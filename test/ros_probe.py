@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -205,3 +206,20 @@ def robot_config_file(tmp_path: Path, cameras: list[dict[str, Any]] | None = Non
     path = tmp_path / "robot.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def assert_paced(stamps: list[float], period: float, what: str) -> None:
+    """Check what a timer-driven publisher controls about its timing, not what the machine does to it.
+
+    ROS timers keep their phase: a tick can come late but never more often than the period on
+    average, so the mean interval is at least the period (this catches a node on another rate). How
+    late ticks come on a loaded machine is a benchmark's figure (bench/control_loop_bench.py):
+    fresh-clone CI once saw half of a node's periods skipped for seconds (median interval 1.48
+    periods), so the other bound asks only that the node keeps its period where the machine lets it.
+    """
+    intervals = np.diff(stamps)
+    assert len(intervals) >= 4, f"{what}: too few messages ({len(stamps)}) to judge the rate"
+    mean = np.mean(intervals)
+    assert mean >= 0.9 * period, f"{what}: mean interval {mean:.3f} s, period {period} s"
+    q25 = np.quantile(intervals, 0.25)
+    assert q25 <= 1.5 * period, f"{what}: first quartile of the intervals {q25:.3f} s, period {period} s"
