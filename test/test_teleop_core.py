@@ -52,26 +52,32 @@ def test_scripted_expert_through_the_control_loop_solves_the_task(task: str) -> 
     the expert plans on a mirror fed with the sim's state, as the teleop node runs it."""
     sim = ManipulationEnv(make_task(task), EnvConfig(action_mode="joint"))
     clock = [0.0]
-    loop: ControlLoop | None = None
+    received = [0]  # /sim/state arrivals, as teleop_node counts them
     actor = ScriptedActor(
-        task, "ee_delta", 20.0, ScriptedConfig(seed=0),
-        sim_state_stamp=lambda: loop.watchdog.stamp(SIM_STATE_KEY), clock=lambda: clock[0],
-    )  # fmt: skip
+        task, "ee_delta", 20.0, ScriptedConfig(seed=0), sim_states_received=lambda: received[0]
+    )
     loop = ControlLoop(
         actor, actor.action_space, CommandLimiter.from_robot_config(ROBOT), ObservationWatchdog(0.2, ()), 0.05
     )
-    obs, _ = sim.reset(seed=5)
 
     def publish() -> None:
         d = sim.data
         flat = np.concatenate([d.qpos, d.qvel, d.mocap_pos.ravel(), d.mocap_quat.ravel()])
         loop.observe(OBS_STATE, obs["state"].astype(float), clock[0])
         loop.observe(SIM_STATE_KEY, flat, clock[0])
+        received[0] += 1
 
-    publish()  # a state from before the episode started (before the sim's reset, say)
-    clock[0] += 0.01
+    # The previous scene's state, then the reset's, both before the start event and stamped alike
+    # (a paused sim's clock stands still): the expert must plan from neither.
+    obs, _ = sim.reset(seed=4)
+    stale = obs["object"].copy()
+    publish()
+    obs, _ = sim.reset(seed=5)
+    publish()
     loop.start_episode()
     assert loop.tick(clock[0]).hold_reason == "waiting_for_sim_state"  # nothing since the episode began
+    assert loop.tick(clock[0]).hold_reason == "waiting_for_sim_state"
+    assert not np.allclose(stale[:3], obs["object"][:3], atol=0.01), "two different scenes"
     success = False
     for _ in range(sim.horizon):
         clock[0] += 0.05

@@ -7,6 +7,13 @@ In ee_delta mode the expert reads the commanded TCP pose from the env's action-s
 very object is the one the control loop integrates the actions with (`action_space`): the expert sees
 exactly the commanded pose its actions produced, as in `ManipulationEnv.step`, and the executed action
 is then limited, recorded and sent like a joystick's.
+
+An episode plans from the first sim state that *arrives after* the episode's start. Stamps cannot tell
+a pre-reset state from the reset's own: the teleop node stamps /sim/state on arrival, and a paused sim's
+clock stands still, so the start event can find the old scene's state as new as any. CI recorded a
+failed first demo that way (the expert planned a grasp at the previous scene's cube). Counting arrivals
+needs no clock: the node counts the states it has received, and the actor waits for one more than it
+had seen at the start (one held tick; the sim's reset precedes the recorder's start).
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ class ScriptedActor:
         control_hz: float,
         config: ScriptedConfig,
         joint_space: JointActionSpace | None = None,
-        sim_state_stamp: Callable[[], float | None] = lambda: None,
-        clock: Callable[[], float] = lambda: 0.0,
+        sim_states_received: Callable[[], int] | None = None,
     ) -> None:
+        """`sim_states_received` counts the /sim/state messages the caller has fed the loop so far (the
+        module docstring says why); without it (in-process use, states fed in order) the actor acts on
+        whatever state the loop holds."""
         if action_space == "joint" and joint_space is None:
             raise ValueError("joint action space: pass the robot's JointActionSpace for the expert")
         env_config = EnvConfig(action_mode=action_space, control_hz=control_hz)
@@ -49,10 +58,9 @@ class ScriptedActor:
         self.expert = WaypointExpert(self.env, expert_plan(task), noise=config.noise, seed=config.seed)
         self.kind = action_space
         self.joint_space = joint_space
-        self._sim_state_stamp = sim_state_stamp
-        self._clock = clock
+        self._sim_states_received = sim_states_received
         self._episode = -1
-        self._episode_start: float | None = None
+        self._states_before_start: int | None = None  # arrivals counted when the episode started
         self._planned = False
         m = self.env.model
         self._sizes = (m.nq, m.nv, 3 * m.nmocap, 4 * m.nmocap)
@@ -79,7 +87,8 @@ class ScriptedActor:
     def reset(self) -> None:
         """A new episode: re-plan once the first sim state of this episode has arrived."""
         self._episode += 1
-        self._episode_start = self._clock()
+        if self._sim_states_received is not None:
+            self._states_before_start = self._sim_states_received()
         self._planned = False
 
     def resume(self) -> None:
@@ -105,9 +114,13 @@ class ScriptedActor:
         mujoco.mj_forward(self.env.model, data)
 
     def act(self, observation: dict[str, np.ndarray]) -> ActorOutput | str:
-        stamp = self._sim_state_stamp()
-        if self._episode_start is not None and (stamp is None or stamp < self._episode_start):
-            return "waiting_for_sim_state"  # the latest state may predate the sim's reset
+        if (
+            not self._planned
+            and self._sim_states_received is not None
+            and self._states_before_start is not None
+            and self._sim_states_received() <= self._states_before_start
+        ):
+            return "waiting_for_sim_state"  # the newest state may show the scene before the sim's reset
         self.set_sim_state(observation[SIM_STATE_KEY])
         if not self._planned:
             self.expert.reset(max(self._episode, 0))  # per-episode noise, reproducible per episode

@@ -15,7 +15,8 @@ The store (parameter `store`) is created on the first start, with the spec from 
 (state, cameras at their configured size; other sizes are resized), the policy's action space and
 the environment state size: `env_state_dim` if set (0 on a robot), else an existing store's, else
 the size of what arrived on /coirl/environment_state (sim_node latches it, so a paused sim still
-tells), else 0 when nothing publishes there. A publisher that has sent nothing within
+tells), else 0 when nothing publishes there (concluded no sooner than ENV_STATE_DISCOVERY_S after
+the recorder started). A publisher that has sent nothing within
 ENV_STATE_WAIT_S makes the start fail (a store with the wrong spec would be worse), and so does a
 camera that has sent no frame within `camera_wait_s` (its episode would lose steps). The recorder is
 the store's single writer while it runs. /recorder/stop first waits (up to `step_wait_s`) for the
@@ -71,6 +72,12 @@ from coirl_ros.recording.frame_assembler import FrameAssembler, Skip
 # A sim publishes its object state latched: this long is for discovery and a busy machine, not for
 # the sim to step (a paused sim's latched message arrives as soon as the recorder is matched).
 ENV_STATE_WAIT_S = 10.0
+# "Nobody publishes the object state" is concluded only this long after the recorder started. ROS's
+# graph (count_publishers) learns of other nodes through a topic of its own, which can lag the data:
+# CI once saw a first start, with the sim's camera frames already arriving, find no publisher and
+# create a store without object state, for good. On a robot only a start within this long of launch
+# waits for it.
+ENV_STATE_DISCOVERY_S = 5.0
 
 
 def _wait_while(condition: Callable[[], Any], timeout_s: float) -> None:
@@ -147,6 +154,7 @@ class RecorderNode(Node):
         self._warned: set[str] = set()
         self._cameras_heard: set[str] = set()
         self._lock = threading.RLock()
+        self._started = time.monotonic()
 
         # Latched: a controller that matches late (just started) still learns the episode began.
         self.pub_events = self.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
@@ -280,12 +288,12 @@ class RecorderNode(Node):
         return None
 
     def _env_state_undecided(self) -> bool:
-        """Whether a new store's environment state size depends on a message still to come."""
-        return (
-            self.cfg.env_state_dim is None
-            and self.env_state_dim is None
-            and bool(self.count_publishers(ENV_STATE_TOPIC))
-        )
+        """Whether a new store's environment state size depends on a message still to come (from a
+        publisher the graph shows, or one it may not show yet: ENV_STATE_DISCOVERY_S)."""
+        if self.cfg.env_state_dim is not None or self.env_state_dim is not None:
+            return False
+        discovering = time.monotonic() - self._started < ENV_STATE_DISCOVERY_S
+        return discovering or bool(self.count_publishers(ENV_STATE_TOPIC))
 
     def _store_env_state_dim(self, existing: EpisodeSpec | None) -> int:
         """The environment state size the store is opened with (module docstring)."""
@@ -338,11 +346,12 @@ class RecorderNode(Node):
 
     # ---- services --------------------------------------------------------------------------------------
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.recorder is None and self._existing_spec() is None:
-            # A sim is running but its object state has not arrived yet: the new store's spec needs
-            # it. (Inputs run on the other executor thread meanwhile.)
-            _wait_while(self._env_state_undecided, ENV_STATE_WAIT_S)
         _wait_while(self._silent_cameras, self.cfg.camera_wait_s)
+        if self.recorder is None and self._existing_spec() is None:
+            # A sim may be running whose object state has not arrived yet: the new store's spec needs
+            # it. After the cameras: in sim, their frames come from the same node. (Inputs run on the
+            # other executor thread meanwhile.)
+            _wait_while(self._env_state_undecided, ENV_STATE_WAIT_S)
         if silent := self._silent_cameras():
             topics = ", ".join(f"{c.name} ({c.image_topic})" for c in self.robot.cameras if c.name in silent)
             error = (

@@ -77,6 +77,7 @@ class TeleopNode(Node):
         self.period = 1.0 / self.robot.control_rate_hz
         self.state_names = [*self.robot.joint_names, self.robot.gripper.joint]
         self._lock = threading.Lock()
+        self._sim_states_received = 0  # /sim/state messages so far (ScriptedActor: arrival order)
         self._keyboard: _TerminalKeys | None = None
         inputs = MutuallyExclusiveCallbackGroup()
 
@@ -91,8 +92,7 @@ class TeleopNode(Node):
             joint_space = JointActionSpace.from_robot_config(self.robot)
             actor: Any = ScriptedActor(
                 task, self.policy.action_space, self.robot.control_rate_hz, self.teleop.scripted,
-                joint_space=joint_space, sim_state_stamp=lambda: self.loop.watchdog.stamp(SIM_STATE_KEY),
-                clock=self._now,
+                joint_space=joint_space, sim_states_received=lambda: self._sim_states_received,
             )  # fmt: skip
             action_space = actor.action_space  # the mirror's: the expert reads the commanded pose from it
             self.create_subscription(
@@ -163,6 +163,7 @@ class TeleopNode(Node):
         flat = [s.qpos, s.qvel, s.mocap_pos.ravel(), s.mocap_quat.ravel()]
         with self._lock:  # stamped on arrival: /sim/state carries sim time, which need not be ours
             self.loop.observe(SIM_STATE_KEY, np.concatenate(flat), self._now())
+            self._sim_states_received += 1  # the scripted actor plans from one that came after the start
 
     def _on_joy(self, msg: Joy) -> None:
         with self._lock:
