@@ -294,3 +294,35 @@ def test_sigkill_mid_episode_keeps_committed_episodes(ros_env: dict[str, str], t
     np.testing.assert_array_equal(first.data[OBS_ENV_STATE][:, 0], np.arange(6))
     assert first.meta.success and first.meta.source == "policy" and first.data[DONE][-1]
     assert episodes.read_episode(2).meta.num_frames == 4
+
+
+@pytest.mark.ros
+def test_a_first_start_right_after_launch_waits_for_the_sim_to_be_discovered(
+    ros_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A start that reaches the recorder before any publisher of the object state is known (a sim
+    launched with it, still being discovered) must not create a store without object state."""
+    store = tmp_path / "episodes.zarr"
+    params = {
+        "robot_config": robot_config_file(tmp_path),  # no cameras: nothing else to wait for
+        "store": str(store),
+        "source": "policy",
+        "task": "lift",
+    }
+    with (
+        NodeProcess("recorder_node", ros_env, params) as rec,
+        RosProbe(ros_env) as probe,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        assert rec.wait_output("recording lift", timeout=20), rec.output
+        assert probe.node.create_client(Trigger, "/recorder/start").wait_for_service(timeout_sec=20)
+        started = time.monotonic()
+        start = pool.submit(probe.call, Trigger, "/recorder/start")
+        time.sleep(1.5)  # the start is waiting by now; the sim appears only now
+        sim = probe.node.create_publisher(Float64MultiArray, ENV_STATE_TOPIC, ENV_STATE_QOS)
+        sim.publish(encode_environment_state(np.zeros(5), 1, 0))
+        response = start.result(timeout=30)
+        assert response.success, response.message
+        assert time.monotonic() - started < 10, "decided by the message, not a timeout"
+    assert EpisodeStore.open(store).spec.env_state_dim == 5
+    assert "Traceback" not in rec.output
