@@ -89,7 +89,9 @@ def advantage_weighted_actor_loss(
     """
     dist = policy(obs)
     with torch.no_grad(), _critic_as_function(critic):
-        advantage = critic(obs, action) - critic(obs, dist.mode())
+        # One forward for both actions (eval mode: the rows do not see each other).
+        q_recorded, q_mean = critic(torch.cat([obs, obs]), torch.cat([action, dist.mode()])).chunk(2)
+        advantage = q_recorded - q_mean
         weight = torch.exp(advantage / temperature).clamp(max=max_weight)
         prior = bc_prior(obs)
     log_likelihood = dist.log_prob(action)
