@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from coirl_ros.learning.acting_policy import acting_policy_from_spec, image_sizes
-from coirl_ros.learning.image_policy import ImageResidualPolicy, image_policy_extra
+from coirl_ros.learning.acting_policy import acting_policy_from_spec, image_policy_extra, image_sizes
+from coirl_ros.learning.image_policy import ImageResidualPolicy
 from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.learning.weight_snapshot import PolicySpec, SnapshotError
 

@@ -10,6 +10,8 @@ Learner builds its own published module the same way, so sender and receiver can
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 
@@ -20,6 +22,21 @@ from coirl_ros.learning.weight_snapshot import PolicySpec, SnapshotError, Weight
 
 STATE_ARCHITECTURE = "hetstat"
 IMAGE_ARCHITECTURE = "spatial_softmax+hetstat"
+
+
+def image_policy_extra(
+    cameras: Mapping[str, tuple[int, int]] | Sequence[tuple[str, tuple[int, int]]],
+    num_keypoints: int,
+    conv_layers: Sequence[Sequence[int]],
+) -> tuple[tuple[str, str], ...]:
+    """`PolicySpec.extra` fields that pin the encoder: a receiver can rebuild it from the spec alone (the
+    format `_camera_sizes` and `_conv_layers` below read)."""
+    cams = dict(cameras)
+    return (
+        ("image_sizes", ",".join(f"{name}:{h}x{w}" for name, (h, w) in cams.items())),
+        ("num_keypoints", str(num_keypoints)),
+        ("conv_layers", ",".join("x".join(str(int(v)) for v in layer) for layer in conv_layers)),
+    )
 
 
 def acting_policy_from_spec(spec: PolicySpec) -> ResidualPolicy | ImageResidualPolicy:

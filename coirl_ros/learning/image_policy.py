@@ -26,7 +26,7 @@ from coirl_ros.learning.distributions import TanhNormal
 from coirl_ros.learning.image_encoder import ObservationEncoder
 from coirl_ros.learning.residual_policy import ResidualPolicy
 
-__all__ = ["IMAGE_FEATURES", "ImageResidualPolicy", "image_policy_extra", "make_image_encoder"]
+__all__ = ["IMAGE_FEATURES", "ImageResidualPolicy", "make_image_encoder"]
 
 # The derived per-frame array holding the frozen encoder's keypoints (TransitionSampler `derived=`).
 # Not a store key: it exists only in the learner's memory, recomputed from the images on every load.
@@ -43,20 +43,6 @@ def make_image_encoder(
     layers = tuple((int(c), int(k), int(s)) for c, k, s in conv_layers)
     return ObservationEncoder(
         cameras, state_dim=0, num_keypoints=num_keypoints, shift_pad=shift_pad, conv_layers=layers
-    )
-
-
-def image_policy_extra(
-    cameras: Mapping[str, tuple[int, int]] | Sequence[tuple[str, tuple[int, int]]],
-    num_keypoints: int,
-    conv_layers: Sequence[Sequence[int]],
-) -> tuple[tuple[str, str], ...]:
-    """`PolicySpec.extra` fields that pin the encoder: a receiver can rebuild it from the spec alone."""
-    cams = dict(cameras)
-    return (
-        ("image_sizes", ",".join(f"{name}:{h}x{w}" for name, (h, w) in cams.items())),
-        ("num_keypoints", str(num_keypoints)),
-        ("conv_layers", ",".join("x".join(str(int(v)) for v in layer) for layer in conv_layers)),
     )
 
 

@@ -55,7 +55,12 @@ from coirl_ros.data import EpisodeStore
 from coirl_ros.data.episode_store import Episode
 from coirl_ros.data.transition_sampler import TransitionSampler
 from coirl_ros.durable_files import write_atomically
-from coirl_ros.learning.acting_policy import IMAGE_ARCHITECTURE, STATE_ARCHITECTURE, acting_policy_from_spec
+from coirl_ros.learning.acting_policy import (
+    IMAGE_ARCHITECTURE,
+    STATE_ARCHITECTURE,
+    acting_policy_from_spec,
+    image_policy_extra,
+)
 from coirl_ros.learning.actor_losses import (
     advantage_weighted_actor_loss,
     entropy_regularised_actor_loss,
@@ -74,12 +79,7 @@ from coirl_ros.learning.critic_losses import (
 )
 from coirl_ros.learning.critics import LayerNormCritic, XQCCritic, value_bounds
 from coirl_ros.learning.image_encoder import ObservationEncoder
-from coirl_ros.learning.image_policy import (
-    IMAGE_FEATURES,
-    ImageResidualPolicy,
-    image_policy_extra,
-    make_image_encoder,
-)
+from coirl_ros.learning.image_policy import IMAGE_FEATURES, ImageResidualPolicy, make_image_encoder
 from coirl_ros.learning.residual_policy import (
     ResidualPolicy,
     observation_keys,
