@@ -156,13 +156,16 @@ def test_a_corrected_label_reaches_the_reward_and_the_subsets_on_the_next_refres
                 frame = {OBS_STATE: np.full(2, t, np.float32), ACTION: np.zeros(2, np.float32)}
                 writer.add_frame(frame | {REWARD: float(last and success), DONE: last and success})
             writer.save_episode(success=success)
-    sampler = TransitionSampler(store, follow_labels=True, successes_as_demos=True)
+    loads: list[int] = []
+    sampler = TransitionSampler(
+        store, follow_labels=True, successes_as_demos=True, on_load=lambda e: loads.append(e.meta.index)
+    )
     assert sampler.refresh() == 2
     assert sampler.num_transitions() == 4 + 1 + 4 and sampler.num_transitions("demo") == 5
 
     store.relabel(0, False)
     store.relabel(1, True)
-    assert sampler.refresh() == 2  # both reloaded (as after a delete: rebuilt, not patched)
+    assert sampler.refresh() == 0 and loads == [0, 1], "relabelled in place: nothing read again"
     assert sampler.num_transitions() == 4 + 4 + 1 and sampler.num_transitions("demo") == 5
     batch = sampler.sample(256, np.random.default_rng(0))
     terminal = batch["frame_index"] == 4
@@ -172,6 +175,19 @@ def test_a_corrected_label_reaches_the_reward_and_the_subsets_on_the_next_refres
     demo = sampler.sample(64, np.random.default_rng(1), subset="demo")
     assert set(demo["episode_index"]) == {1}
     assert store.read_episode(0).data[REWARD][-1] == 1  # the store keeps what was recorded
+
+    # Cleared labels fall back to what was recorded: episode 0 a success terminal again, 1 unfinished.
+    store.relabel(0, None)
+    store.relabel(1, None)
+    sampler.refresh()
+    assert sampler.num_transitions() == 4 + 1 + 4 and sampler.num_transitions("demo") == 0
+    batch = sampler.sample(256, np.random.default_rng(2))
+    terminal = batch["frame_index"] == 4
+    assert set(batch["episode_index"][terminal]) == {0} and (batch[REWARD][terminal] == 1).all()
+    windows, mask = sampler.sample_windows(256, np.random.default_rng(3), horizon=3)
+    last = np.where(windows[0]["episode_index"] == 0, 4, 3)  # episode 1's frame 4 has no successor
+    assert (windows[0]["frame_index"] <= last).all()
+    assert ((windows[0]["frame_index"] + mask.sum(axis=1) - 1) <= last).all(), "windows stop at the end"
 
 
 def test_without_follow_labels_the_recorded_arrays_are_used(tmp_path: Path) -> None:

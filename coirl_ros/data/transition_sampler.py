@@ -73,6 +73,7 @@ class _LoadedEpisode:
     offset: int  # first frame's row in the flat buffers
     images: dict[str, zarr.Array] = field(default_factory=dict)  # lazy mode only
     attrs_stamp: tuple[int, int] = (0, 0)  # its zarr.json's (mtime, size) when loaded: a relabel rewrites it
+    recorded_last: tuple[float, bool] = (0.0, False)  # last frame's reward and done as recorded
 
 
 def _apply_success_label(episode: Episode) -> None:
@@ -81,10 +82,14 @@ def _apply_success_label(episode: Episode) -> None:
     as a success terminal loses reward and terminal flag. So a label corrected after the episode was
     committed reaches the sparse reward and the terminal bootstrap; the store's arrays stay as recorded.
     """
-    success = episode.meta.success
-    if success is None or episode.meta.num_frames == 0:
+    if episode.meta.num_frames:
+        _apply_success_label_to(episode.data[REWARD], episode.data[DONE], episode.meta.success)
+
+
+def _apply_success_label_to(reward: np.ndarray, done: np.ndarray, success: bool | None) -> None:
+    """`_apply_success_label` on an episode's reward and done arrays (its last row), in place."""
+    if success is None:
         return
-    reward, done = episode.data[REWARD], episode.data[DONE]
     if success:
         reward[-1], done[-1] = 1.0, True
     elif reward[-1] > 0:
@@ -124,7 +129,8 @@ class TransitionSampler:
 
         `follow_labels` (the learner): an episode's success label decides its last frame's reward and
         terminal flag (`_apply_success_label`). With it or `successes_as_demos`, an episode relabelled
-        after it was loaded is reloaded on the next `refresh()`.
+        after it was loaded is re-labelled in place on the next `refresh()`: its last frame and the
+        sampling index change, nothing is read again (so `on_load` must not depend on the label).
         """
         if images not in ("none", "lazy", "preload"):
             raise ValueError(f"images must be 'none', 'lazy' or 'preload', got {images!r}")
@@ -174,9 +180,10 @@ class TransitionSampler:
     def refresh(self) -> int:
         """Load newly committed episodes; returns how many were added. Deletions trigger a reload."""
         present = set(self.store.episode_indices())
-        labels_matter = self.follow_labels or self.successes_as_demos
-        if set(self._episodes) - present or (labels_matter and self._relabelled()):
-            self._reset()  # rare (an operator deleted or relabelled an episode): rebuild rather than patch
+        if set(self._episodes) - present:
+            self._reset()  # rare (an operator deleted an episode): rebuild rather than patch
+        elif self.follow_labels or self.successes_as_demos:
+            self._relabel(self._relabelled())
         self.skipped = {i: r for i, r in self.skipped.items() if i in present}
         added = 0
         for index in sorted(present - set(self._episodes) - set(self.skipped)):
@@ -200,28 +207,54 @@ class TransitionSampler:
             return (-1, -1)
         return (st.st_mtime_ns, st.st_size)
 
-    def _relabelled(self) -> bool:
-        """Whether a loaded episode's success label changed since it was loaded (the dashboard's "mark
-        success", `coirl episodes relabel`). One stat per episode; the metadata is read only when its
-        file changed."""
-        changed = False
+    def _relabelled(self) -> dict[int, EpisodeMeta]:
+        """The loaded episodes whose success label changed since they were loaded (the dashboard's "mark
+        success", `coirl episodes relabel`), with their new metadata. One stat per episode; the
+        metadata is read only when its file changed."""
+        changed = {}
         for index, loaded in self._episodes.items():
             stamp = self._attrs_stamp(index)
             if stamp == loaded.attrs_stamp:
                 continue
             try:
-                success = self.store.read_meta(index).success
+                meta = self.store.read_meta(index)
             except StoreError:
                 continue  # deleted or unreadable: the next refresh sees it
             loaded.attrs_stamp = stamp
-            changed |= success != loaded.meta.success
+            if meta.success != loaded.meta.success:
+                changed[index] = meta
         return changed
+
+    def _relabel(self, changed: Mapping[int, EpisodeMeta]) -> None:
+        """Apply new labels in place: the last frame's reward and terminal flag (from what was recorded,
+        so a label can be cleared again) and the sampling index. An operator marking each episode a
+        success must not make the learner reload, and re-run `on_load` over, the whole store."""
+        if not changed:
+            return
+        for index, meta in changed.items():
+            loaded = self._episodes[index]
+            loaded.meta = meta
+            n = meta.num_frames
+            if not self.follow_labels or n == 0:
+                continue
+            last = loaded.offset + n - 1
+            reward, done = self._buffers[REWARD].view, self._buffers[DONE].view
+            reward[last], done[last] = loaded.recorded_last
+            _apply_success_label_to(reward[last : last + 1], done[last : last + 1], meta.success)
+        for name in ("all", "demo", "rollout"):
+            self._valid[name] = _GrowableArray((), np.dtype(np.int64))
+        self._frame_last_valid = _GrowableArray((), np.dtype(np.int64))
+        for loaded in self._episodes.values():  # load order: the frames' order in the buffers
+            self._index(loaded)
+        log.info("relabelled episodes %s in place", sorted(changed))
 
     def _load(self, index: int) -> None:
         keys = self._stored_keys()
         stamp = self._attrs_stamp(index)  # before reading: a relabel during the read shows next time
         # Everything that can fail (validation, a concurrent delete) happens before the first append.
         episode = self.store.read_episode(index, keys + self.hook_keys)
+        n = episode.meta.num_frames
+        recorded_last = (float(episode.data[REWARD][-1]), bool(episode.data[DONE][-1])) if n else (0.0, False)
         if self.follow_labels:
             _apply_success_label(episode)
         if self.on_load is not None:
@@ -250,18 +283,23 @@ class TransitionSampler:
         offset = self._buffers[OBS_STATE].size
         for key in [*keys, *self.derived]:
             self._buffers[key].append(episode.data[key])
-        n = episode.meta.num_frames
         self._frame_episode.append(np.full(n, index, np.int64))
         self._frame_t.append(np.arange(n, dtype=np.int64))
+        loaded = _LoadedEpisode(episode.meta, offset, images, stamp, recorded_last)
+        self._index(loaded)
+        self._episodes[index] = loaded
+
+    def _index(self, loaded: _LoadedEpisode) -> None:
+        """Append a buffered episode's rows to the sampling index (episodes in buffer order)."""
+        n, offset = loaded.meta.num_frames, loaded.offset
         valid = offset + np.arange(n - 1, dtype=np.int64)
-        if episode.data[DONE][-1]:
+        if n and self._buffers[DONE].view[offset + n - 1]:
             valid = np.append(valid, offset + n - 1)
         self._frame_last_valid.append(np.full(n, offset + len(valid) - 1, np.int64))
         self._valid["all"].append(valid)
-        promoted = self.successes_as_demos and episode.meta.success is True
-        demo = episode.meta.source in DEMO_SOURCES or promoted
+        promoted = self.successes_as_demos and loaded.meta.success is True
+        demo = loaded.meta.source in DEMO_SOURCES or promoted
         self._valid["demo" if demo else "rollout"].append(valid)
-        self._episodes[index] = _LoadedEpisode(episode.meta, offset, images, stamp)
 
     def _check_derived(self, episode: Episode) -> None:
         """Every declared derived array is present with [num_frames, *shape]; cast to its dtype."""
