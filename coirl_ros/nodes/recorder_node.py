@@ -20,7 +20,8 @@ the recorder started). A publisher that has sent nothing within
 ENV_STATE_WAIT_S makes the start fail (a store with the wrong spec would be worse), and so does a
 camera that has sent no frame within `camera_wait_s` (its episode would lose steps). The recorder is
 the store's single writer while it runs. /recorder/stop first waits (up to `step_wait_s`) for the
-observations of steps already received, so the episode's last steps are not lost to a slow hop.
+episode's last steps, so none is lost to a slow hop: steps sent before the stop (DDS source time)
+that are still in flight, and the observations of those received.
 Killed mid-episode, it loses that episode's unflushed frames only; stopped cleanly mid-episode, it
 commits what it has, unlabelled.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -78,6 +80,8 @@ ENV_STATE_WAIT_S = 10.0
 # create a store without object state, for good. On a robot only a start within this long of launch
 # waits for it.
 ENV_STATE_DISCOVERY_S = 5.0
+# A stop settles once no step has arrived for this long (or one sent after the stop has): see _settle.
+STOP_QUIET_S = 0.25
 
 
 def _wait_while(condition: Callable[[], Any], timeout_s: float) -> None:
@@ -150,7 +154,10 @@ class RecorderNode(Node):
         self.recorder: EpisodeRecorder | None = None
         self.env_state_dim: int | None = None
         self.latest_version: int | None = None
-        self._stopping = False  # a stop is settling: steps arriving now are not the episode's
+        # While a stop settles: the wall time (ns) it began; steps *sent* after it are not the episode's.
+        self._stop_began_ns: int | None = None
+        self._stream_passed_stop = False  # a step sent after the stop arrived: nothing older is in flight
+        self._last_step_arrival = -math.inf  # monotonic
         self._warned: set[str] = set()
         self._cameras_heard: set[str] = set()
         self._lock = threading.RLock()
@@ -248,7 +255,7 @@ class RecorderNode(Node):
             )
 
     @_locked
-    def _on_step(self, msg: Float64MultiArray) -> None:
+    def _on_step(self, msg: Float64MultiArray, info: dict[str, Any]) -> None:
         try:
             step = decode_step(msg)
         except ValueError as err:
@@ -257,8 +264,18 @@ class RecorderNode(Node):
         if step.policy_version != self.latest_version:
             self.get_logger().info(f"{STEP_TOPIC}: policy version {step.policy_version}")
         self.latest_version = step.policy_version
-        if self.recorder is not None and self.recorder.recording and not self._stopping:
-            self.assembler.submit(step, time.monotonic())
+        self._last_step_arrival = time.monotonic()
+        if self.recorder is None or not self.recorder.recording:
+            return
+        if self._stop_began_ns is not None:
+            # Which episode a step belongs to is decided by when it was sent, not when it got here: a
+            # loaded machine delivers the last steps after the stop request (seen in CI). Without a send
+            # time (an rmw that gives none) only the steps received before the stop count, as before.
+            sent_ns = int(info.get("source_timestamp") or 0)
+            if not 0 < sent_ns <= self._stop_began_ns:
+                self._stream_passed_stop = self._stream_passed_stop or sent_ns > 0
+                return
+        self.assembler.submit(step, time.monotonic())
 
     @_locked
     def _drain(self, force: bool = False) -> None:
@@ -392,17 +409,23 @@ class RecorderNode(Node):
         return response
 
     def _settle(self) -> None:
-        """Give the steps received before the stop up to `step_wait_s` to get their observations (the
-        state comes over another hop than the step, and may be a little behind it at the end)."""
+        """Up to `step_wait_s` for the episode's last steps: those sent before the stop but still in
+        flight, and the observations of those received (the state comes over another hop than the
+        step and may be a little behind it at the end). Steps still in flight are over once one sent
+        after the stop arrives (the controller kept ticking; a topic delivers in order) or none has
+        arrived for STOP_QUIET_S (a paused sim's controller sends no more)."""
         deadline = time.monotonic() + self.cfg.step_wait_s
         with self._lock:
-            self._stopping = True
+            self._stop_began_ns = time.time_ns()  # the clock DDS stamps the sending side with
+            self._stream_passed_stop = False
         while True:
             with self._lock:
                 if self.recorder is None or not self.recorder.recording:
                     return
                 self._drain()  # the drain timer shares this callback's group: it cannot run now
-                if not self.assembler.pending or time.monotonic() >= deadline:
+                quiet = time.monotonic() - self._last_step_arrival >= STOP_QUIET_S
+                in_flight = not (self._stream_passed_stop or quiet)
+                if (not self.assembler.pending and not in_flight) or time.monotonic() >= deadline:
                     return
             time.sleep(0.01)
 
@@ -412,7 +435,7 @@ class RecorderNode(Node):
             with self._lock:
                 return self._stop(request, response)
         finally:
-            self._stopping = False
+            self._stop_began_ns = None
 
     def _stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if self.recorder is None or not self.recorder.recording:
