@@ -9,6 +9,7 @@ the episode ends), which the tests read through the store's own `partial_episode
 from __future__ import annotations
 
 import json
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -236,6 +237,53 @@ def test_recorder_pairs_steps_with_their_observations(ros_env: dict[str, str], t
     )
     failed = episodes.read_episode(2)
     assert failed.meta.num_frames == 3 and not failed.data[DONE].any() and not failed.data[REWARD].any()
+
+
+@pytest.mark.ros
+def test_steps_still_in_flight_when_the_stop_arrives_are_the_episodes(
+    ros_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A recorder that has fallen behind its step stream (here: SIGSTOPped, so every message waits in
+    its sockets) keeps the steps sent before the stop request, however late it reads them."""
+    store = tmp_path / "episodes.zarr"
+    params = {
+        "robot_config": robot_config_file(tmp_path),
+        "store": str(store),
+        "source": "teleop",
+        "flush_every": 1,
+        "step_wait_s": 3.0,
+        "env_state_dim": 3,
+    }
+    with NodeProcess("recorder_node", ros_env, params) as rec, RosProbe(ros_env) as probe:
+        feed = Feeder(probe, camera_size=None)
+        assert probe.call(Trigger, "/recorder/start").success
+        for k in range(4):
+            feed.observation(k)
+            feed.step(k)
+        wait_frames(store, 4, rec)
+        stop_client = probe.node.create_client(SetBool, "/recorder/stop")
+        # Matched now: a client created while the recorder is stopped could not be discovered by it.
+        assert stop_client.wait_for_service(timeout_sec=20.0)
+        rec.proc.send_signal(signal.SIGSTOP)
+        try:
+            for k in range(4, 10):  # fewer than the publishers' depth of 10: none is overwritten unsent
+                feed.observation(k)
+                feed.step(k)
+            time.sleep(0.2)  # the steps are sent; the stop request goes out after them
+            future = stop_client.call_async(SetBool.Request(data=True))
+            time.sleep(0.3)
+        finally:
+            rec.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 20.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), rec.output
+        stop = future.result()
+    assert stop.success, stop.message
+    assert json.loads(stop.message)["frames"] == 10, (stop.message, rec.output)
+    episode = EpisodeStore.open(store).read_episode(0)
+    np.testing.assert_array_equal(episode.data[OBS_STATE][:, 0], np.arange(10))
+    assert episode.meta.success and episode.data[DONE][-1]
 
 
 @pytest.mark.ros

@@ -80,7 +80,8 @@ ENV_STATE_WAIT_S = 10.0
 # create a store without object state, for good. On a robot only a start within this long of launch
 # waits for it.
 ENV_STATE_DISCOVERY_S = 5.0
-# A stop settles once no step has arrived for this long (or one sent after the stop has): see _settle.
+# A stop settles once no step has arrived for this long since it began (or one sent after it has): see
+# _settle. Every stop of a quiet stream costs this much.
 STOP_QUIET_S = 0.25
 
 
@@ -413,8 +414,12 @@ class RecorderNode(Node):
         flight, and the observations of those received (the state comes over another hop than the
         step and may be a little behind it at the end). Steps still in flight are over once one sent
         after the stop arrives (the controller kept ticking; a topic delivers in order) or none has
-        arrived for STOP_QUIET_S (a paused sim's controller sends no more)."""
-        deadline = time.monotonic() + self.cfg.step_wait_s
+        arrived for STOP_QUIET_S since the stop began (a paused sim's controller sends no more). Quiet
+        counts from the stop, not from the last step before it: a recorder that has fallen behind
+        may not have read any of the steps waiting in its queue yet (the stop's service thread can
+        run first), and those are the ones at stake."""
+        began = time.monotonic()
+        deadline = began + self.cfg.step_wait_s
         with self._lock:
             self._stop_began_ns = time.time_ns()  # the clock DDS stamps the sending side with
             self._stream_passed_stop = False
@@ -423,7 +428,7 @@ class RecorderNode(Node):
                 if self.recorder is None or not self.recorder.recording:
                     return
                 self._drain()  # the drain timer shares this callback's group: it cannot run now
-                quiet = time.monotonic() - self._last_step_arrival >= STOP_QUIET_S
+                quiet = time.monotonic() - max(self._last_step_arrival, began) >= STOP_QUIET_S
                 in_flight = not (self._stream_passed_stop or quiet)
                 if (not self.assembler.pending and not in_flight) or time.monotonic() >= deadline:
                     return
