@@ -105,6 +105,16 @@ def stop_all(nodes: list[NodeProcess]) -> None:
         n.__exit__()
 
 
+def answer(future: Any, name: str, timeout: float = 20.0) -> Any:
+    """The response of a service call in flight (`client.call_async`); AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"service {name} did not answer within {timeout} s")
+        time.sleep(0.005)
+    return future.result()
+
+
 class RosProbe:
     """An rclpy node in the test process on the test's ROS domain."""
 
@@ -162,12 +172,7 @@ class RosProbe:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise AssertionError(f"service {name} not available within {timeout} s")
             future = client.call_async(request if request is not None else srv_type.Request())
-            deadline = time.monotonic() + timeout
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"service {name} did not answer within {timeout} s")
-                time.sleep(0.005)
-            return future.result()
+            return answer(future, name, timeout)
         finally:
             self.node.destroy_client(client)
 

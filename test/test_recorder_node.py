@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from conftest import fresh_ros_env
-from ros_probe import NodeProcess, RosProbe, robot_config_file
+from ros_probe import NodeProcess, RosProbe, answer, robot_config_file
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
@@ -274,11 +274,7 @@ def test_steps_still_in_flight_when_the_stop_arrives_are_the_episodes(
             time.sleep(0.3)
         finally:
             rec.proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + 20.0
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert future.done(), rec.output
-        stop = future.result()
+        stop = answer(future, "/recorder/stop")
     assert stop.success, stop.message
     assert json.loads(stop.message)["frames"] == 10, (stop.message, rec.output)
     episode = EpisodeStore.open(store).read_episode(0)
