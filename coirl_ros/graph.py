@@ -60,6 +60,10 @@ WEIGHTS_PUBLISHED_LINE = "published weights v"
 CONTROLLER_TICKING_LINE = "holding: no_episode"
 WEIGHTS_VALIDATED_LINE = ") validated"  # policy_node: "weights v3 (<run id>) validated"
 READY_LINES = {"sim_node": "sim: task ", "recorder_node": "recording "}  # their start-up lines
+# recorder_node, once per camera: its own subscription has a frame. Camera frames are best effort, so
+# the recorder's match with camera_node can come later than anyone else's, and a start waits only
+# camera_wait_s for it (CI once saw none arrive in 7 s and the first start fail).
+RECORDER_CAMERA_LINE = "camera {}: first frame"
 # After those lines, time for DDS discovery between all of them (a volatile subscription that matches
 # after the recorder's "start" event, or a recorder that has not yet seen the sim's object-state
 # publisher when it creates the store, would spoil the first episode).
@@ -507,6 +511,8 @@ def _episode_driver(ctx: GraphContext, nodes: list[NodeSpec]) -> NodeSpec:
     names = {n.name for n in nodes}
     after = [(n, CONTROLLER_TICKING_LINE) for n in ("policy_node", "teleop_node") if n in names]
     after += [(n, line) for n, line in READY_LINES.items() if n in names]
+    if "recorder_node" in names:
+        after += [("recorder_node", RECORDER_CAMERA_LINE.format(c.name)) for c in ctx.robot.cameras]
     if ctx.kind == "finetune" and ctx.values["initial_weights"] and ctx.flag("residual"):
         after.append(("policy_node", WEIGHTS_VALIDATED_LINE))  # no episode on the base alone by accident
     if "learner_node" in names:

@@ -45,6 +45,7 @@ from coirl_ros.scheduling import is_real_time, reset_to_default_policy
 
 CONFIG_ERROR_EXIT = 2  # run_node's exit code for a configuration error: restarting cannot help
 INTERRUPTED_EXIT = 130
+WAIT_REPORT_S = 60.0  # how often the launcher names what a waiting node (episode_driver) still waits for
 _PR_SET_PDEATHSIG = 1
 
 
@@ -152,6 +153,9 @@ class Launcher:
         self._pending = [n for n in self.nodes if n.start_after]
         self._respawn_at: dict[str, float] = {}
         self._due_at: dict[str, float] = {}  # start_after nodes whose conditions are met: start time
+        # A node that waits long is said to (which texts are missing), so a silent camera or a slow
+        # pretraining does not look like a hang.
+        self._next_wait_report = time.monotonic() + WAIT_REPORT_S
         self._stop_requested: str | None = None
         self._interrupts = 0
         self._done = threading.Event()
@@ -262,6 +266,12 @@ class Launcher:
             elif now >= self._due_at[spec.name]:
                 self._pending.remove(spec)
                 self._spawn(spec)
+        if now >= self._next_wait_report:
+            self._next_wait_report = now + WAIT_REPORT_S
+            for spec in self._pending:
+                missing = [f"{n}: {t!r}" for n, t in spec.start_after if not self._printed(n, t)]
+                if missing:
+                    self.say(f"{spec.name} still waits for {'; '.join(missing)}")
         for name, when in list(self._respawn_at.items()):
             if now >= when:
                 del self._respawn_at[name]

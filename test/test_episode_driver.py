@@ -115,7 +115,10 @@ def test_episode_driver_records_scripted_episodes_in_sim(ros_env: dict[str, str]
             probe.subscribe(Image, "/cameras/front/image_raw", SENSOR_QOS)
             for topic in (SIM_STATE_TOPIC, STATE_TOPIC, "/cameras/front/image_raw"):
                 probe.wait_for(topic, timeout=60)
-            assert nodes[-1].wait_output(" into ", timeout=60), nodes[-1].output
+            # The recorder's own subscription may match camera_node later than the probe's did (DDS
+            # discovery on a loaded machine; CI once saw no frame reach it in 7 s, and the start,
+            # which waits camera_wait_s for one, failed).
+            assert nodes[-1].wait_output("camera front: first frame", timeout=60), nodes[-1].output
             driver = NodeProcess("episode_driver", ros_env, {"episodes": 2, "max_steps": 150})
             nodes.append(driver)
             assert driver.proc.wait(timeout=120) == 0, "\n".join(n.output for n in nodes)

@@ -140,6 +140,8 @@ def test_graphs_share_time_and_files_and_know_their_order() -> None:
         assert nodes["policy_node"].parameters[key] == nodes["learner_node"].parameters[key]
     assert nodes["learner_node"].respawn and nodes["episode_driver"].finite
     assert ("learner_node", "published weights v") in nodes["episode_driver"].start_after
+    for camera in ("front", "wrist"):  # the recorder hears every camera before the first start
+        assert ("recorder_node", f"camera {camera}: first frame") in nodes["episode_driver"].start_after
     assert nodes["camera_wrist"].parameters["camera"] == "wrist"
     robot = {n.name: n for n in build_graph("finetune", False, {})}
     assert "sim_node" not in robot and "episode_driver" not in robot

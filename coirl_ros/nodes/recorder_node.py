@@ -246,7 +246,11 @@ class RecorderNode(Node):
             self._warn_once(f"img_{camera}", f"camera {camera}: {err}")
             return
         self.assembler.add_image(camera, stamp_seconds(msg.header.stamp), rgb)
-        self._cameras_heard.add(camera)
+        if camera not in self._cameras_heard:
+            # Said once: an operator knows the feed reaches the recorder; the sim graph starts its
+            # episode_driver on this line (graph.RECORDER_CAMERA_LINE).
+            self.get_logger().info(f"camera {camera}: first frame ({msg.width}x{msg.height})")
+            self._cameras_heard.add(camera)
         if camera in self.assembler.resized_from:
             h, w = self.assembler.resized_from[camera]
             want = dict(self.assembler.spec.cameras)[camera]
