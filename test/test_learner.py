@@ -19,6 +19,7 @@ from coirl_ros.configs import LearnerConfig
 from coirl_ros.constants import ACTION_BASE, DONE, NEXT
 from coirl_ros.data import EpisodeSpec, EpisodeStore
 from coirl_ros.data.transition_sampler import TransitionSampler
+from coirl_ros.learning.actor_losses import MAX_ADAPTIVE_BETA, AdaptiveKLWeight
 from coirl_ros.learning.critic_losses import conservative_penalty
 from coirl_ros.learning.distributions import gaussian_kl
 from coirl_ros.learning.learner import Learner, LearnerError
@@ -132,6 +133,40 @@ def test_csil_starts_coherent_and_stays_near_bc_over_the_first_updates(
     assert fresh > 100 * max(max(kls), 1e-3)
 
 
+def test_a_kl_target_adapts_beta_toward_the_budget_and_caps_it() -> None:
+    weight = AdaptiveKLWeight(initial=0.01, target=0.05)
+    optim = torch.optim.Adam(weight.parameters(), lr=0.1)
+
+    def step(kl: float) -> float:
+        optim.zero_grad()
+        weight.loss(torch.tensor(kl)).backward()
+        optim.step()
+        weight.clamp_()
+        return weight.value
+
+    over = [step(0.2) for _ in range(10)]
+    assert over[-1] > 2 * 0.01 and over == sorted(over), f"over budget, β must rise: {over}"
+    under = [step(0.0) for _ in range(30)]
+    assert under[-1] < over[-1], f"under budget, β must fall (after Adam's momentum): {under}"
+    assert max(step(1e6) for _ in range(300)) == pytest.approx(MAX_ADAPTIVE_BETA)
+    with pytest.raises(ValueError, match="must be > 0"):
+        AdaptiveKLWeight(initial=0.0, target=0.05)
+
+
+def test_learner_with_a_kl_target_raises_beta_while_the_actor_is_over_it(mixed_store: EpisodeStore) -> None:
+    # No warm-up: Adam's first steps push the actor off π_BC at once (see the coherence test), far
+    # past a budget of 0.001, so the multiplier must climb, and the critic and actor use it.
+    config = _config(method="csil", actor_warmup_updates=0, beta=0.01, kl_target=0.001, kl_target_lr=0.1)
+    learner = Learner(config, mixed_store, scale=SCALE)
+    learner.pretrain()
+    learner.add_env_steps(100)
+    metrics = learner.train(20)
+    assert metrics["actor/kl_to_bc"] > 0.001
+    assert learner.beta > 2 * 0.01 and metrics["actor/beta"] > 0.01, (learner.beta, metrics["actor/beta"])
+    with pytest.raises(ValueError, match="kl_target"):
+        _config(method="sparse", kl_target=0.05)
+
+
 def test_sparse_baseline_starts_at_the_base_and_learns_a_bounded_value(mixed_store: EpisodeStore) -> None:
     learner = Learner(_config(method="sparse"), mixed_store, scale=SCALE)
     learner.pretrain()
@@ -189,10 +224,15 @@ def test_snapshot_round_trip_acts_identically_and_rejects_another_spec(demo_stor
         received.load_into(fresh, learner.policy_spec(), min_version=second.version)
 
 
-@pytest.mark.parametrize("kind", ["xqc", "layernorm_mlp"])
-def test_checkpoint_resume_continues_exactly(mixed_store: EpisodeStore, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("xqc", {}), ("layernorm_mlp", {}), ("xqc", {"kl_target": 0.001, "kl_target_lr": 0.05})],
+)
+def test_checkpoint_resume_continues_exactly(
+    mixed_store: EpisodeStore, tmp_path: Path, kind: str, extra: dict[str, float]
+) -> None:
     store = mixed_store
-    config = _config(method="csil", critic={**SMALL["critic"], "kind": kind})
+    config = _config(method="csil", critic={**SMALL["critic"], "kind": kind}, **extra)
     learner = Learner(config, store, scale=SCALE)
     learner.pretrain()
     learner.add_env_steps(100)
@@ -211,6 +251,7 @@ def test_checkpoint_resume_continues_exactly(mixed_store: EpisodeStore, tmp_path
         assert torch.equal(value, expected[key]), f"actor {key} diverged after resume"
     for key, value in resumed.critic.state_dict().items():
         assert torch.equal(value, critic_expected[key]), f"critic {key} diverged after resume"
+    assert resumed.beta == learner.beta  # an adapted KL weight resumes where it was, not at `beta`
     assert [p.name for p in path.parent.iterdir()] == ["learner.pt"], "no temporary files left behind"
 
 

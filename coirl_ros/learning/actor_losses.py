@@ -4,6 +4,7 @@ sparse baseline's entropy-regularised one."""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,6 +40,43 @@ def _critic_as_function(critic: nn.Module) -> Iterator[nn.Module]:
         critic.train(was_training)
         for p, flag in zip(critic.parameters(), flags, strict=True):
             p.requires_grad_(flag)
+
+
+MAX_ADAPTIVE_BETA = 100.0  # see AdaptiveKLWeight
+
+
+class AdaptiveKLWeight(nn.Module):
+    """β as the Lagrange multiplier of the constraint E_s[KL(π_θ ‖ π_BC)] ≤ `target`.
+
+    Dual gradient descent on log β (as SAC adapts its temperature): β grows while the actor's KL is
+    above the target and shrinks below it, so the actor may move as far from π_BC as the budget
+    allows whatever the critic's scale. Log-parameterised so β stays positive and moves by factors.
+    Capped at `MAX_ADAPTIVE_BETA`: a target below what the actor's optimiser can hold (Adam moves
+    every weight by ~lr per step, a KL floor of ~0.005 on the test problem) would otherwise raise β
+    without bound, and β also weighs the log-ratio in the critic's target, where it would swamp the
+    reward.
+    """
+
+    def __init__(self, initial: float, target: float) -> None:
+        super().__init__()
+        if initial <= 0 or target <= 0:
+            raise ValueError(f"initial beta ({initial}) and KL target ({target}) must be > 0")
+        self.target = target
+        self.log_beta = nn.Parameter(torch.tensor(math.log(initial)))
+
+    @property
+    def value(self) -> float:
+        """The current β (a plain float: the losses treat it as a constant)."""
+        return float(self.log_beta.detach().exp())
+
+    def loss(self, kl_mean: Tensor) -> Tensor:
+        """−log β · (KL − target): its gradient step raises β when the KL is over the target."""
+        return -self.log_beta * (kl_mean.detach() - self.target)
+
+    def clamp_(self) -> None:
+        """Keep β at or below MAX_ADAPTIVE_BETA (call after each optimiser step)."""
+        with torch.no_grad():
+            self.log_beta.clamp_(max=math.log(MAX_ADAPTIVE_BETA))
 
 
 def kl_regularised_actor_loss(

@@ -62,6 +62,7 @@ from coirl_ros.learning.acting_policy import (
     image_policy_extra,
 )
 from coirl_ros.learning.actor_losses import (
+    AdaptiveKLWeight,
     advantage_weighted_actor_loss,
     entropy_regularised_actor_loss,
     frozen_copy,
@@ -233,6 +234,12 @@ class Learner:
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
         # SGD, as the reference: Adam's per-parameter scaling lets the reward drift far on rare states.
         self.reward_optim = torch.optim.SGD(self.reward_policy.parameters(), lr=cfg.reward_lr)
+        # β: the config's constant, or a multiplier that keeps the actor's KL to π_BC near kl_target.
+        self.kl_weight: AdaptiveKLWeight | None = None
+        self.kl_weight_optim: torch.optim.Adam | None = None
+        if cfg.kl_target is not None:
+            self.kl_weight = AdaptiveKLWeight(cfg.beta, cfg.kl_target).to(self.device)
+            self.kl_weight_optim = torch.optim.Adam(self.kl_weight.parameters(), lr=cfg.kl_target_lr)
         # What acts in image mode: the (shared, not copied) encoder in front of the actor.
         self.image_actor = ImageResidualPolicy(self.encoder, self.actor) if self.encoder is not None else None
 
@@ -712,8 +719,14 @@ class Learner:
         metrics["reanchor/demo_transitions"] = float(demo_transitions)
         return metrics
 
+    @property
+    def beta(self) -> float:
+        """The KL weight the next update uses (`beta`, or its adapted value with `kl_target`)."""
+        return self.kl_weight.value if self.kl_weight is not None else self.config.beta
+
     def _update(self) -> dict[str, Tensor]:
         cfg = self.config
+        beta = self.beta
         window, mask, n_demo = self._sample_windows(cfg.batch_size, cfg.n_step)
         b, last = window[0], window[-1]  # learn Q(s_t, a_t); bootstrap after the window's last step
         csil = cfg.method == "csil"
@@ -735,7 +748,7 @@ class Learner:
                 next_log_prior = self.bc_prior(last["next_x"]).log_prob(next_u)
             loss, metrics = soft_critic_loss(
                 self.critic, self.target_critic, batch, n_step_reward, next_log_pi, next_log_prior,
-                discount, cfg.beta, MAX_REWARD / (1.0 - cfg.gamma), terminal_value,
+                discount, beta, MAX_REWARD / (1.0 - cfg.gamma), terminal_value,
             )  # fmt: skip
             metrics["reward/batch"] = reward.mean()
         else:
@@ -765,11 +778,11 @@ class Learner:
         # -- actor
         if csil and cfg.actor_update == "advantage_weighted":
             a_loss, m = advantage_weighted_actor_loss(
-                self.actor, self.bc_prior, self.critic, b["x"], b["u"], cfg.beta,
+                self.actor, self.bc_prior, self.critic, b["x"], b["u"], beta,
                 cfg.awr_temperature, cfg.awr_max_weight,
             )  # fmt: skip
         elif csil:
-            a_loss, m = kl_regularised_actor_loss(self.actor, self.bc_prior, self.critic, b["x"], cfg.beta)
+            a_loss, m = kl_regularised_actor_loss(self.actor, self.bc_prior, self.critic, b["x"], beta)
         else:
             a_loss, m = entropy_regularised_actor_loss(
                 self.actor, self.critic, b["x"], cfg.sparse_temperature
@@ -779,6 +792,12 @@ class Learner:
         self.actor_optim.step()
         self.actor_schedule.step()
         metrics |= m
+        if self.kl_weight is not None and self.kl_weight_optim is not None:
+            self.kl_weight_optim.zero_grad(set_to_none=True)
+            self.kl_weight.loss(m["actor/kl_to_bc"]).backward()
+            self.kl_weight_optim.step()
+            self.kl_weight.clamp_()
+            metrics["actor/beta"] = torch.tensor(beta)
         return metrics
 
     # ---- acting and publishing ---------------------------------------------------------------------
@@ -857,15 +876,20 @@ class Learner:
             out["target_critic"] = self.target_critic
         if self.encoder is not None:
             out["encoder"] = self.encoder
+        if self.kl_weight is not None:
+            out["kl_weight"] = self.kl_weight
         return out
 
     def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
-        return {
+        out: dict[str, torch.optim.Optimizer] = {
             "bc": self.bc_optim,
             "actor": self.actor_optim,
             "critic": self.critic_optim,
             "reward": self.reward_optim,
         }
+        if self.kl_weight_optim is not None:
+            out["kl_weight"] = self.kl_weight_optim
+        return out
 
     def _schedules(self) -> dict[str, Any]:
         return {"actor": self.actor_schedule}
