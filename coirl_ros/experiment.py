@@ -381,8 +381,12 @@ def read_rows(csv_path: Path, eval_every: int | None = None) -> list[dict]:
 
 
 def curves(rows: list[dict]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(method, env_steps [K], success [seeds, K]) per method, over the steps every seed reached."""
-    for method in METHODS:
+    """(method, env_steps [K], success [seeds, K]) per method, over the steps every seed reached.
+
+    The four methods first, then any other label the rows carry (a CSV of variants, say "csil beta 1")
+    in the order it first appears."""
+    others = dict.fromkeys(r["method"] for r in rows if r["method"] not in METHODS)
+    for method in [*METHODS, *others]:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue

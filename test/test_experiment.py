@@ -10,7 +10,7 @@ import pytest
 from coirl_ros.configs import LearnerConfig
 from coirl_ros.constants import ACTION, ACTION_BASE, ACTION_RESIDUAL
 from coirl_ros.data import EpisodeStore
-from coirl_ros.experiment import ExperimentConfig, plot_curves, read_rows, run_experiment, summarise
+from coirl_ros.experiment import ExperimentConfig, curves, plot_curves, read_rows, run_experiment, summarise
 from coirl_ros.policies.local_bc_base import LocalBCConfig
 
 TINY_LEARNER = LearnerConfig.model_validate({
@@ -60,3 +60,20 @@ def test_a_miscalibrated_base_gets_its_own_curves_and_rejects_a_centimetre_typo(
     assert off.csv_path.name == "curves_d20_off4cm.csv", "runs with another base must not mix into one CSV"
     with pytest.raises(ValueError, match="metres"):
         ExperimentConfig(base_offset_m=4.0)
+
+
+def test_curves_keep_variant_labels_after_the_methods() -> None:
+    def row(method: str, seed: int, steps: int, rate: float) -> dict:
+        return {"method": method, "seed": seed, "env_steps": steps, "success_rate": rate}
+
+    rows = [
+        row("csil beta 1", 0, 0, 0.7),
+        row("csil beta 1", 0, 10, 0.8),
+        row("csil", 0, 0, 0.7),
+        row("csil", 0, 10, 0.4),
+        row("csil beta 1", 1, 0, 0.6),
+        row("csil beta 1", 1, 10, 0.6),
+    ]
+    got = {m: (list(steps), success.tolist()) for m, steps, success in curves(rows)}
+    assert list(got) == ["csil", "csil beta 1"]  # methods first, then labels in order of appearance
+    assert got["csil beta 1"] == ([0, 10], [[0.7, 0.8], [0.6, 0.6]])
