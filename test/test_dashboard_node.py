@@ -277,8 +277,13 @@ def test_dashboard_in_a_browser(sim_graph: SimGraph, browser: Any) -> None:
     time.sleep(1.5)
     assert g.steps() == held_steps, "the policy still sent step records while held"
     held = g.arm_commands()[held_commands:]
-    assert len(held) >= 10  # the hold is a command too: the measured position, every tick
-    assert np.abs(np.diff(held, axis=0)).max() < 2e-3, "the held arm moved"
+    assert len(held) >= 12  # the hold is a command too: the measured position, every tick
+    # Held commands repeat one position exactly (measured here: every difference 0.0). On a loaded
+    # machine the policy's last target, sent before the hold, can reach this probe after the 0.3 s
+    # (CI: one 2.8 mrad jump, from that target to the held position), so the first few commands may
+    # still step toward the hold; stillness is checked after them.
+    assert np.abs(np.diff(held[:6], axis=0)).max() < 1e-2, "the arm kept moving after the hold"
+    assert np.abs(np.diff(held[5:], axis=0)).max() < 2e-3, "the held arm moved"
     wait.until(ec.text_to_be_present_in_element((By.ID, "hold-state"), "EMERGENCY HOLD"))
     if os.environ.get("COIRL_DASHBOARD_SCREENSHOT"):
         browser.save_screenshot(os.environ["COIRL_DASHBOARD_SCREENSHOT"])
