@@ -239,6 +239,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         explore_temperature=args.explore_temperature,
         base_offset_m=args.base_offset,
+        resume=args.resume,
     )
     csv_path = config.csv_path
     if not args.plot_only:
@@ -425,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="render both cameras at NxN and learn the residual from images + robot state (0: state)",
     )
     p.add_argument("--out", default="runs/bench_learn")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue runs from their checkpoints (saved at each evaluation) up to --env-steps, with"
+        " the same options and learner config; runs without one start fresh",
+    )
     p.add_argument("--plot-only", action="store_true", help="re-plot and summarise the existing CSV")
     p.set_defaults(func=cmd_bench_learn)
 

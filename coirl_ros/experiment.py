@@ -94,6 +94,10 @@ class ExperimentConfig:
     # > 0: the frozen base is deployed seeing the object this far off in +y (`miscalibrated`), the
     # product's case of a base trained elsewhere; 0: the base is matched to the demonstrations.
     base_offset_m: float = 0.0
+    # Continue every run that has a checkpoint (its last evaluation) up to `env_steps`, instead of
+    # refusing its existing run directory: a longer budget, or a run that was killed, without
+    # repeating its pre-training or its first env steps. Runs without one start fresh.
+    resume: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -260,8 +264,20 @@ def run_one(
     """Train and evaluate one (method, seed); every evaluation is passed to `emit` as a CSV row."""
     start = time.perf_counter()
     run_dir = config.task_dir / f"{method}_{config.tag}_s{seed}"
-    store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec, exist_ok=False)
-    copy_episodes(demos, store)
+    checkpoint = run_dir / "learner.pt"
+    resuming = config.resume and checkpoint.is_file()
+    if config.resume and run_dir.exists() and not resuming:
+        raise ValueError(
+            f"{run_dir} has no learner.pt to resume from (killed before its first evaluation, or run by"
+            " a version that saved none); move it away to start that run again"
+        )
+    if not config.resume and run_dir.exists():
+        raise ValueError(f"{run_dir} exists: continue it with --resume, or move it away to run it again")
+    if resuming:
+        store = EpisodeStore.open(run_dir / "episodes.zarr")
+    else:
+        store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec, exist_ok=False)
+        copy_episodes(demos, store)
     observation = "images" if config.image_size else config.learner.observation
     learner_cfg = config.learner.model_copy(
         update={"method": method, "seed": seed, "observation": observation}
@@ -273,8 +289,21 @@ def run_one(
         config.scale,
         on_load=demo_base_filler(base, config.requery_every),
     )
-    torch.manual_seed(seed)
-    learner.pretrain()
+    if resuming:
+        # The checkpoint restores the RNGs too. Rollouts recorded after it (a killed run) stay in the
+        # replay; the env-step count is the learner's, so the UTD schedule goes on where it saved.
+        learner.load_checkpoint(checkpoint)
+        env_steps = learner.state.env_steps
+        episode = sum(m.source == "policy" for m in store.list_episodes())
+        if not learner.trains_online or env_steps >= config.env_steps:
+            log.info("%s: already at %d env steps (asked %d); nothing to resume", run_dir, env_steps,
+                     config.env_steps)  # fmt: skip
+            return
+        log.info("%s: resuming at %d env steps, %d rollouts", run_dir, env_steps, episode)
+    else:
+        torch.manual_seed(seed)
+        learner.pretrain()
+        env_steps, episode = 0, 0
     actor = Actor(config, base)
 
     def evaluate(env_steps: int, actual: int, rate: float | None = None) -> float:
@@ -295,13 +324,19 @@ def run_one(
 
     closers: list[Callable[[], None]] = []
     try:
-        rate = evaluate(0, 0)
-        if not learner.trains_online:
-            evaluate(config.env_steps, 0, rate)  # drawn flat across the budget
-            return
-        bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step", leave=False)
-        bar.set_postfix(success=f"{rate:.0%}")
-        env_steps, episode, next_eval = 0, 0, config.eval_every
+        if resuming:  # its evaluations up to the checkpoint are in the CSV already
+            bar = tqdm(total=config.env_steps, initial=env_steps, desc=f"{config.task} {method} s{seed}",
+                       unit="step", leave=False)  # fmt: skip
+        else:
+            rate = evaluate(0, 0)
+            if not learner.trains_online:
+                evaluate(config.env_steps, 0, rate)  # drawn flat across the budget
+                learner.save_checkpoint(checkpoint)  # so that --resume knows this run is complete
+                return
+            bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step",
+                       leave=False)  # fmt: skip
+            bar.set_postfix(success=f"{rate:.0%}")
+        next_eval = (env_steps // config.eval_every + 1) * config.eval_every
         # One line per training episode: the learner's losses and the exploring policy's outcome, so a
         # flat success curve can be diagnosed (is the critic moving? the reward? the KL?).
         metrics_log = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in finally)
@@ -324,8 +359,9 @@ def run_one(
                 next_eval += config.eval_every
                 q = metrics.get("critic/q_mean", float("nan"))
                 bar.set_postfix(success=f"{rate:.0%}", q=f"{q:.2f}", updates=learner.state.updates)
+                # At every evaluation, so that a run killed later resumes from its last CSV row.
+                learner.save_checkpoint(checkpoint)
         bar.close()
-        learner.save_checkpoint(run_dir / "learner.pt")
     finally:
         actor.close()
         for close in closers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,40 @@ def test_bench_learn_records_rollouts_trains_and_plots(tmp_path: Path) -> None:
     assert table["csil"]["seeds"] == 1 and table["base"]["max_drop_below_base"] == 0.0
     png = plot_curves(csv_rows, tmp_path / "curves.png", "lift")
     assert png.stat().st_size > 1000
+
+
+def test_resume_continues_each_run_from_its_checkpoint_to_a_longer_budget(tmp_path: Path) -> None:
+    short = ExperimentConfig(
+        task="lift", methods=("base", "csil"), seeds=1, env_steps=100, demos=2, eval_every=100,
+        eval_episodes=2, base=LocalBCConfig(steps=30, hidden=(32,)), learner=TINY_LEARNER, out_dir=tmp_path,
+    )  # fmt: skip
+    first = run_experiment(short)
+    run_dir = tmp_path / "lift" / "csil_d2_s0"
+    episodes_before = len(EpisodeStore.open(run_dir / "episodes.zarr").list_episodes())
+    with pytest.raises(ValueError, match="continue it with --resume"):  # nor is it overwritten
+        run_experiment(replace(short, methods=("csil",)))
+
+    # Seed 0 goes on from its checkpoint (no pre-training, no second evaluation at 0); seed 1 is new.
+    longer = replace(short, env_steps=300, seeds=2, resume=True)
+    second = run_experiment(longer)
+    seed0 = [r for r in second if r["seed"] == 0]
+    assert [r["method"] for r in seed0] == ["csil", "csil"], "base is complete: nothing to resume"
+    assert [r["env_steps"] for r in seed0] == [200, 300]
+    last_before = next(r for r in first if r["method"] == "csil" and r["env_steps"] == 100)
+    assert seed0[0]["updates"] > last_before["updates"], "training went on from the checkpoint's updates"
+    assert seed0[0]["actual_env_steps"] > last_before["actual_env_steps"]
+    seed1 = [r["env_steps"] for r in second if r["seed"] == 1 and r["method"] == "csil"]
+    assert seed1 == [0, 100, 200, 300]
+    metas = EpisodeStore.open(run_dir / "episodes.zarr").list_episodes()
+    assert len(metas) > episodes_before, "new rollouts join the same store"
+    logged = [json.loads(line)["episode"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, len(logged) + 1)), "episode numbers (and training seeds) go on"
+    assert len(logged) == sum(m.source == "policy" for m in metas)
+
+    assert run_experiment(replace(longer, seeds=1)) == [], "at its budget already: nothing to do"
+    (run_dir / "learner.pt").unlink()
+    with pytest.raises(ValueError, match=r"no learner\.pt to resume from"):
+        run_experiment(replace(longer, env_steps=400))
 
 
 def test_a_miscalibrated_base_gets_its_own_curves_and_rejects_a_centimetre_typo(tmp_path: Path) -> None:
