@@ -429,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue runs from their checkpoints (saved at each evaluation) up to --env-steps, with"
-        " the same options and learner config; runs without one start fresh",
+        help="continue runs from their checkpoints (saved after pre-training and at each evaluation) up"
+        " to --env-steps, with the same options and learner config; runs not started yet start fresh",
     )
     p.add_argument("--plot-only", action="store_true", help="re-plot and summarise the existing CSV")
     p.set_defaults(func=cmd_bench_learn)

@@ -94,9 +94,9 @@ class ExperimentConfig:
     # > 0: the frozen base is deployed seeing the object this far off in +y (`miscalibrated`), the
     # product's case of a base trained elsewhere; 0: the base is matched to the demonstrations.
     base_offset_m: float = 0.0
-    # Continue every run that has a checkpoint (its last evaluation) up to `env_steps`, instead of
-    # refusing its existing run directory: a longer budget, or a run that was killed, without
-    # repeating its pre-training or its first env steps. Runs without one start fresh.
+    # Continue every run from its checkpoint (saved after pre-training and at every evaluation) up
+    # to `env_steps`, instead of refusing its existing run directory: a longer budget, or a run that
+    # was killed, without repeating its pre-training. Runs without a directory start fresh.
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -268,8 +268,8 @@ def run_one(
     resuming = config.resume and checkpoint.is_file()
     if config.resume and run_dir.exists() and not resuming:
         raise ValueError(
-            f"{run_dir} has no learner.pt to resume from (killed before its first evaluation, or run by"
-            " a version that saved none); move it away to start that run again"
+            f"{run_dir} has no learner.pt to resume from (killed during its pre-training, or run by a"
+            " version that saved none); move it away to start that run again"
         )
     if not config.resume and run_dir.exists():
         raise ValueError(f"{run_dir} exists: continue it with --resume, or move it away to run it again")
@@ -329,10 +329,13 @@ def run_one(
                        unit="step", leave=False)  # fmt: skip
         else:
             rate = evaluate(0, 0)
+            # From here on a killed run resumes without repeating its pre-training (the costly part);
+            # for a method that does not learn online the checkpoint marks the run complete.
             if not learner.trains_online:
                 evaluate(config.env_steps, 0, rate)  # drawn flat across the budget
-                learner.save_checkpoint(checkpoint)  # so that --resume knows this run is complete
+                learner.save_checkpoint(checkpoint)
                 return
+            learner.save_checkpoint(checkpoint)
             bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step",
                        leave=False)  # fmt: skip
             bar.set_postfix(success=f"{rate:.0%}")
