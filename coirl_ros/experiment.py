@@ -96,7 +96,8 @@ class ExperimentConfig:
     base_offset_m: float = 0.0
     # Continue every run from its checkpoint (saved after pre-training and at every evaluation) up
     # to `env_steps`, instead of refusing its existing run directory: a longer budget, or a run that
-    # was killed, without repeating its pre-training. Runs without a directory start fresh.
+    # was killed, without repeating its pre-training. Runs without a directory start fresh. The CSV's
+    # wall_s of a resumed run's rows counts from the resume.
     resume: bool = False
 
     def __post_init__(self) -> None:
