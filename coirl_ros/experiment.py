@@ -267,13 +267,13 @@ def run_one(
     run_dir = config.task_dir / f"{method}_{config.tag}_s{seed}"
     checkpoint = run_dir / "learner.pt"
     resuming = config.resume and checkpoint.is_file()
-    if config.resume and run_dir.exists() and not resuming:
+    if run_dir.exists() and not resuming:
         raise ValueError(
             f"{run_dir} has no learner.pt to resume from (killed during its pre-training, or run by a"
             " version that saved none); move it away to start that run again"
+            if config.resume
+            else f"{run_dir} exists: continue it with --resume, or move it away to run it again"
         )
-    if not config.resume and run_dir.exists():
-        raise ValueError(f"{run_dir} exists: continue it with --resume, or move it away to run it again")
     if resuming:
         store = EpisodeStore.open(run_dir / "episodes.zarr")
     else:
@@ -325,10 +325,7 @@ def run_one(
 
     closers: list[Callable[[], None]] = []
     try:
-        if resuming:  # its evaluations up to the checkpoint are in the CSV already
-            bar = tqdm(total=config.env_steps, initial=env_steps, desc=f"{config.task} {method} s{seed}",
-                       unit="step", leave=False)  # fmt: skip
-        else:
+        if not resuming:  # a resumed run's evaluations up to its checkpoint are in the CSV already
             rate = evaluate(0, 0)
             # From here on a killed run resumes without repeating its pre-training (the costly part);
             # for a method that does not learn online the checkpoint marks the run complete.
@@ -337,8 +334,9 @@ def run_one(
                 learner.save_checkpoint(checkpoint)
                 return
             learner.save_checkpoint(checkpoint)
-            bar = tqdm(total=config.env_steps, desc=f"{config.task} {method} s{seed}", unit="step",
-                       leave=False)  # fmt: skip
+        bar = tqdm(total=config.env_steps, initial=env_steps, desc=f"{config.task} {method} s{seed}",
+                   unit="step", leave=False)  # fmt: skip
+        if not resuming:
             bar.set_postfix(success=f"{rate:.0%}")
         next_eval = (env_steps // config.eval_every + 1) * config.eval_every
         # One line per training episode: the learner's losses and the exploring policy's outcome, so a

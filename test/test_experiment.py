@@ -22,11 +22,16 @@ TINY_LEARNER = LearnerConfig.model_validate({
 })  # fmt: skip
 
 
-def test_bench_learn_records_rollouts_trains_and_plots(tmp_path: Path) -> None:
-    config = ExperimentConfig(
-        task="lift", methods=("base", "csil"), seeds=1, env_steps=150, demos=2, eval_every=100,
-        eval_episodes=2, base=LocalBCConfig(steps=30, hidden=(32,)), learner=TINY_LEARNER, out_dir=tmp_path,
+def tiny_experiment(out_dir: Path, env_steps: int) -> ExperimentConfig:
+    """Base and CSIL on lift at toy size: 2 demos, 2 evaluation episodes every 100 env steps."""
+    return ExperimentConfig(
+        task="lift", methods=("base", "csil"), seeds=1, env_steps=env_steps, demos=2, eval_every=100,
+        eval_episodes=2, base=LocalBCConfig(steps=30, hidden=(32,)), learner=TINY_LEARNER, out_dir=out_dir,
     )  # fmt: skip
+
+
+def test_bench_learn_records_rollouts_trains_and_plots(tmp_path: Path) -> None:
+    config = tiny_experiment(tmp_path, env_steps=150)
     rows = run_experiment(config)
     csil = [r for r in rows if r["method"] == "csil"]
     assert [r["env_steps"] for r in rows if r["method"] == "base"] == [0, 150]
@@ -56,10 +61,7 @@ def test_bench_learn_records_rollouts_trains_and_plots(tmp_path: Path) -> None:
 
 
 def test_resume_continues_each_run_from_its_checkpoint_to_a_longer_budget(tmp_path: Path) -> None:
-    short = ExperimentConfig(
-        task="lift", methods=("base", "csil"), seeds=1, env_steps=100, demos=2, eval_every=100,
-        eval_episodes=2, base=LocalBCConfig(steps=30, hidden=(32,)), learner=TINY_LEARNER, out_dir=tmp_path,
-    )  # fmt: skip
+    short = tiny_experiment(tmp_path, env_steps=100)
     first = run_experiment(short)
     run_dir = tmp_path / "lift" / "csil_d2_s0"
     episodes_before = len(EpisodeStore.open(run_dir / "episodes.zarr").list_episodes())
