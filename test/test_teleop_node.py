@@ -57,7 +57,12 @@ def test_joy_drives_the_robot_only_during_episodes(ros_env: dict[str, str]) -> N
             pub_episode.publish(String(data=json.dumps({"event": "start", "index": 0})))
             steps = [decode_step(m) for m in probe.wait_for(STEP_TOPIC, 10, timeout=20)]
             executed = np.array([s.executed for s in steps])
-            np.testing.assert_array_equal(executed[:, :6], np.tile([1.0, 0, 0, 0, 0, 0], (len(steps), 1)))
+            # Every step moves at full +x, or holds still where the device looked silent (> 0.5 s
+            # between Joy messages as the node got them: CI's loaded CPU once starved the probe's
+            # 20 Hz timer that long). A hold is the node doing its job; most steps must move.
+            moving = np.all(executed[:, :6] == [1.0, 0, 0, 0, 0, 0], axis=1)
+            still = np.all(executed[:, :6] == 0.0, axis=1)
+            assert np.all(moving | still) and moving.sum() >= 7, executed
             # The episode starts with the gripper open (as the sim resets it); the held button closes it
             # at the device's next message (20 Hz here), so at most the first tick or two are open.
             opened = int(np.argmax(executed[:, 6] > 0))
