@@ -20,7 +20,7 @@ from coirl_ros.learning.critic_losses import (
     sparse_td_target,
     td_loss,
 )
-from coirl_ros.learning.critics import MAX_REWARD, LayerNormCritic, XQCCritic, value_bounds
+from coirl_ros.learning.critics import MAX_REWARD, CriticEnsemble, LayerNormCritic, XQCCritic, value_bounds
 
 torch.set_num_threads(1)
 
@@ -342,6 +342,53 @@ def test_sarsa_pretraining_recovers_the_discounted_return(kind):
             critic.eval()  # ... and the acting function (running statistics) agree with the return
         q = critic(batch.obs[:5], batch.action[:5])
     assert torch.allclose(q, returns, atol=0.1), (q, returns)
+
+
+# ---- critic ensemble ---------------------------------------------------------------------------
+def test_ensemble_reads_its_members_as_a_lower_confidence_bound():
+    obs, action = _batch(6)
+    members = [_LinearInAction(torch.tensor([1.0, 0.0])), _LinearInAction(torch.tensor([-1.0, 2.0]))]
+    ensemble = CriticEnsemble(members, pessimism=2.0)
+    q = torch.stack([m(obs, action) for m in members])
+    assert torch.allclose(ensemble(obs, action), q.mean(0) - 2.0 * (q[0] - q[1]).abs() / 2, atol=1e-6)
+    # Its penalty is the members' mean: each member's demo actions are its own stationary points.
+    penalties = [action_gradient_penalty(m, obs, action) for m in members]
+    assert action_gradient_penalty(ensemble, obs, action).item() == pytest.approx(
+        (sum(penalties) / 2).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="at least 2"):
+        CriticEnsemble(members[:1], pessimism=1.0)
+    with pytest.raises(ValueError, match="pessimism"):
+        CriticEnsemble(members, pessimism=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "xqc"])
+def test_ensemble_members_fit_one_shared_target_and_disagree_away_from_the_data(kind):
+    """Every member learns the TD target; where no action was recorded the members disagree more than
+    at the recorded ones, so the bound ranks the untried action lower than the mean does."""
+    torch.manual_seed(0)
+    make = (lambda: LayerNormCritic(OBS_DIM, ACTION_DIM, (32, 32))) if kind == "layernorm" else _xqc
+    ensemble = CriticEnsemble([make() for _ in range(4)], pessimism=1.0)
+    obs, _ = _batch(64)
+    action = torch.full((64, ACTION_DIM), -0.5)
+    batch = CriticBatch(obs, action, obs, action, torch.ones(64))  # terminal: the target is the reward
+    reward = obs[:, 0].clamp(-2, 2)  # a state-dependent target, so the members must learn something
+    optimiser = torch.optim.Adam(ensemble.parameters(), lr=3e-3)
+    for _ in range(300):
+        prediction, next_q = critic_predictions(ensemble, None, *batch[:4])
+        assert isinstance(prediction, list) and len(prediction) == 4 and next_q.shape == (64,)
+        loss, _ = td_loss(ensemble, prediction, reward + 0.9 * (1 - batch.done) * next_q)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        ensemble.project_weights_()
+    ensemble.eval()
+    with torch.no_grad():
+        at_data = ensemble.member_values(obs, action)
+        far = ensemble.member_values(obs, torch.full((64, ACTION_DIM), 0.9))
+    for member_q in at_data:
+        assert (member_q - reward).abs().mean().item() < 0.15
+    assert far.std(0, correction=0).mean() > 2 * at_data.std(0, correction=0).mean()
 
 
 # ---- TD targets ------------------------------------------------------------------------------

@@ -226,13 +226,21 @@ def test_snapshot_round_trip_acts_identically_and_rejects_another_spec(demo_stor
 
 @pytest.mark.parametrize(
     ("kind", "extra"),
-    [("xqc", {}), ("layernorm_mlp", {}), ("xqc", {"kl_target": 0.001, "kl_target_lr": 0.05})],
+    [
+        ("xqc", {}),
+        ("layernorm_mlp", {}),
+        ("xqc", {"kl_target": 0.001, "kl_target_lr": 0.05}),
+        ("xqc", {"critic": {"ensemble_size": 2}}),
+        ("layernorm_mlp", {"critic": {"ensemble_size": 2, "pessimism": 0.5}}),
+    ],
 )
 def test_checkpoint_resume_continues_exactly(
     mixed_store: EpisodeStore, tmp_path: Path, kind: str, extra: dict[str, float]
 ) -> None:
     store = mixed_store
-    config = _config(method="csil", critic={**SMALL["critic"], "kind": kind}, **extra)
+    extra = dict(extra)
+    critic = {**SMALL["critic"], "kind": kind, **extra.pop("critic", {})}
+    config = _config(method="csil", critic=critic, **extra)
     learner = Learner(config, store, scale=SCALE)
     learner.pretrain()
     learner.add_env_steps(100)

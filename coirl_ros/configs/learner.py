@@ -50,6 +50,10 @@ class CriticConfig(ConfigModel):
     conservative_weight: Annotated[float, Field(ge=0)] = 0.0
     conservative_candidates: Annotated[int, Field(ge=2)] = 8
     conservative_temperature: Annotated[float, Field(gt=0)] = 1.0
+    # > 1: that many critics of `kind`, read as mean - pessimism * std over them (critics.CriticEnsemble):
+    # the actor then moves only where all members agree. 1: one critic (the references').
+    ensemble_size: Annotated[int, Field(ge=1)] = 1
+    pessimism: Annotated[float, Field(ge=0)] = 1.0
     # Support of the categorical head; null: +-MAX_REWARD/(1-gamma) for csil, [0, 1] for sparse.
     v_min: float | None = None
     v_max: float | None = None

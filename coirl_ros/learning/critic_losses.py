@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coirl_ros.learning.critics import XQCCritic
+from coirl_ros.learning.critics import CriticEnsemble, XQCCritic
 
 Metrics = dict[str, Tensor]
 
@@ -63,7 +63,16 @@ def critic_predictions(
     - XQC: one joint forward of both batches (shared BN statistics, CrossQ); with a target network
       the target also takes the joint batch, so its bootstrap is normalised like the prediction.
     - Other critics: plain forwards.
+    - `CriticEnsemble`: each member's prediction (a list, in member order) and one bootstrap, the
+      ensemble's lower bound of the members' bootstraps (each member by the rules above).
     """
+    if isinstance(critic, CriticEnsemble):
+        targets = [None] * len(critic.members) if target_critic is None else list(target_critic.members)
+        pairs = [
+            critic_predictions(member, target, obs, action, next_obs, next_action)
+            for member, target in zip(critic.members, targets, strict=True)
+        ]
+        return [p for p, _ in pairs], critic.combine(torch.stack([q for _, q in pairs]))
     if isinstance(critic, XQCCritic):
         logits, next_logits = critic.joint_forward(obs, action, next_obs, next_action)
         if target_critic is None:
@@ -76,13 +85,20 @@ def critic_predictions(
     return critic(obs, action), next_q
 
 
-def td_loss(critic: nn.Module, prediction: Tensor, target_values: Tensor) -> tuple[Tensor, Metrics]:
+def td_loss(
+    critic: nn.Module, prediction: Tensor | list[Tensor], target_values: Tensor
+) -> tuple[Tensor, Metrics]:
     """TD regression of the prediction onto fixed targets y [B].
 
-    XQC:     L = mean_i CE( HL-Gauss(y_i), softmax(logits_i) ) = −mean_i Σ_k p_k(y_i) log softmax(logits_i)_k
-    scalar:  L = mean_i (Q_i − y_i)²
+    XQC:      L = mean_i CE( HL-Gauss(y_i), softmax(logits_i) ) = −mean_i Σ_k p_k(y_i) log softmax(logits_i)_k
+    scalar:   L = mean_i (Q_i − y_i)²
+    ensemble: the mean of the members' losses (each member's gradient is its own; the mean keeps the
+              scale of one critic's loss and metrics), `prediction` one per member.
     """
     target_values = target_values.detach()
+    if isinstance(critic, CriticEnsemble):
+        parts = [td_loss(m, p, target_values) for m, p in zip(critic.members, prediction, strict=True)]
+        return _mean_of(parts)
     if isinstance(critic, XQCCritic):
         loss = critic.cross_entropy(prediction, target_values).mean()
         q = critic.values_from_logits(prediction)
@@ -99,6 +115,13 @@ def td_loss(critic: nn.Module, prediction: Tensor, target_values: Tensor) -> tup
     return loss, metrics
 
 
+def _mean_of(parts: list[tuple[Tensor, Metrics]]) -> tuple[Tensor, Metrics]:
+    """The mean loss and mean metrics of an ensemble's members."""
+    loss = torch.stack([loss for loss, _ in parts]).mean()
+    metrics = {k: torch.stack([m[k] for _, m in parts]).mean() for k in parts[0][1]}
+    return loss, metrics
+
+
 def action_gradient_penalty(critic: nn.Module, obs: Tensor, action: Tensor) -> Tensor:
     """G = sqrt( mean_i ‖∇_a Q(s_i, a)|_{a=a_i}‖² ) on demo pairs (DESIGN.md 2.3).
 
@@ -106,8 +129,11 @@ def action_gradient_penalty(critic: nn.Module, obs: Tensor, action: Tensor) -> T
     by spurious slopes. The critic is evaluated in eval mode: with batch norm on batch statistics,
     ∇_{a_i} Σ_j Q_j would add cross-sample terms through the batch mean and variance, whereas with
     running statistics each Q_i depends on a_i alone (and it is the function the actor ascends).
-    Differentiable w.r.t. the critic's parameters (double backprop).
+    Differentiable w.r.t. the critic's parameters (double backprop). For a `CriticEnsemble`, the mean
+    of the members' penalties: each member's demo actions are its own stationary points.
     """
+    if isinstance(critic, CriticEnsemble):
+        return torch.stack([action_gradient_penalty(m, obs, action) for m in critic.members]).mean()
     action = action.detach().requires_grad_(True)
     with _eval_mode(critic):
         q = critic(obs, action)
@@ -131,8 +157,12 @@ def conservative_penalty(
     action; it only stops one that has a slope from extrapolating it (bench/critic_guided_eval.py
     found the critics' favourite candidates fail every episode). obs [B, o], action [B, d],
     candidates [B, N, d]. Evaluated in eval mode, as `action_gradient_penalty`, so that batch norm
-    does not couple the rows; differentiable w.r.t. the critic's parameters.
+    does not couple the rows; differentiable w.r.t. the critic's parameters. For a `CriticEnsemble`,
+    the mean over its members.
     """
+    if isinstance(critic, CriticEnsemble):
+        parts = [conservative_penalty(m, obs, action, candidates, temperature) for m in critic.members]
+        return _mean_of(parts)
     b, n, d = candidates.shape
     with _eval_mode(critic):
         q_data = critic(obs, action.detach())

@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 # MAX_REWARD = −½·log(1e-5) + log 2, the CSIL bound on the coherent reward (DESIGN.md 2.4). Re-exported.
 from coirl_ros.learning.coherent_reward import MAX_REWARD
 
-__all__ = ["MAX_REWARD", "LayerNormCritic", "XQCCritic", "value_bounds"]
+__all__ = ["MAX_REWARD", "CriticEnsemble", "LayerNormCritic", "XQCCritic", "value_bounds"]
 
 
 def value_bounds(
@@ -192,3 +192,46 @@ class XQCCritic(nn.Module):
     def cross_entropy(self, logits: Tensor, target_values: Tensor) -> Tensor:
         """Per-sample cross-entropy [B] between softmax(logits) and `project(target_values)`."""
         return -(self.project(target_values) * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+
+
+class CriticEnsemble(nn.Module):
+    """K critics of one kind, initialised independently, read as one lower confidence bound:
+
+        Q(s, a) = mean_k Q_k(s, a) − pessimism · std_k Q_k(s, a).
+
+    Why: a single critic that sees the action at all ranked actions near π_BC's mean too coarsely,
+    and its slope pulled the actor to worse actions (lift, threading; docs/learning_results.md).
+    Members fitted to the same data agree where the data are and disagree away from them, so the
+    lower bound is flat or falling where any member is unsure and the actor moves only where all
+    agree (the pessimism of SAC-N / EDAC and REDQ's minimum over members). Each member is trained on
+    its own TD error against one shared target whose bootstrap is this same bound
+    (`critic_losses.critic_predictions`); penalties apply to each member (`critic_losses`).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], pessimism: float) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 critics, got {len(members)}")
+        if pessimism < 0:
+            raise ValueError(f"pessimism must be >= 0, got {pessimism}")
+        self.members = nn.ModuleList(members)
+        self.pessimism = pessimism
+
+    def combine(self, values: Tensor) -> Tensor:
+        """The bound [B] from the members' values [K, B] (population std: K = 2 gives |Q_1 − Q_2| / 2)."""
+        return values.mean(dim=0) - self.pessimism * values.std(dim=0, correction=0)
+
+    def member_values(self, obs: Tensor, action: Tensor) -> Tensor:
+        """Every member's Q [K, B]."""
+        return torch.stack([member(obs, action) for member in self.members])
+
+    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+        """The lower confidence bound [B]."""
+        return self.combine(self.member_values(obs, action))
+
+    @torch.no_grad()
+    def project_weights_(self) -> None:
+        """`XQCCritic.project_weights_` on each XQC member (call after each optimiser step)."""
+        for member in self.members:
+            if isinstance(member, XQCCritic):
+                member.project_weights_()

@@ -78,7 +78,7 @@ from coirl_ros.learning.critic_losses import (
     soft_critic_loss,
     sparse_critic_loss,
 )
-from coirl_ros.learning.critics import LayerNormCritic, XQCCritic, value_bounds
+from coirl_ros.learning.critics import CriticEnsemble, LayerNormCritic, XQCCritic, value_bounds
 from coirl_ros.learning.image_encoder import ObservationEncoder
 from coirl_ros.learning.image_policy import IMAGE_FEATURES, ImageResidualPolicy, make_image_encoder
 from coirl_ros.learning.residual_policy import (
@@ -217,14 +217,19 @@ class Learner:
         else:
             v_min, v_max = value_bounds(cfg.gamma)
         self.value_range = (v_min, v_max)
-        if c.kind == "xqc":
-            self.critic: nn.Module = XQCCritic(
-                in_dim, self.action_dim, c.hidden_sizes, c.num_bins, v_min, v_max, cfg.gamma
-            )
-            self.target_critic: nn.Module | None = None  # CrossQ/XQC: no target network
-        else:
-            self.critic = LayerNormCritic(in_dim, self.action_dim, c.hidden_sizes)
-            self.target_critic = frozen_copy(self.critic)
+
+        def new_critic() -> nn.Module:
+            if c.kind == "xqc":
+                return XQCCritic(in_dim, self.action_dim, c.hidden_sizes, c.num_bins, v_min, v_max, cfg.gamma)
+            return LayerNormCritic(in_dim, self.action_dim, c.hidden_sizes)
+
+        self.critic: nn.Module = (
+            new_critic()
+            if c.ensemble_size == 1
+            else CriticEnsemble([new_critic() for _ in range(c.ensemble_size)], c.pessimism)
+        )
+        # CrossQ/XQC: no target network.
+        self.target_critic: nn.Module | None = None if c.kind == "xqc" else frozen_copy(self.critic)
         self.critic.to(self.device)
         if self.target_critic is not None:
             self.target_critic.to(self.device)
@@ -616,7 +621,7 @@ class Learner:
         return loss + c.conservative_weight * gap
 
     def _after_critic_step(self) -> None:
-        if isinstance(self.critic, XQCCritic):
+        if isinstance(self.critic, XQCCritic | CriticEnsemble):
             self.critic.project_weights_()
         if self.target_critic is not None:
             with torch.no_grad():
