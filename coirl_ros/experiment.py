@@ -96,8 +96,8 @@ class ExperimentConfig:
     base_offset_m: float = 0.0
     # Continue every run from its checkpoint (saved after pre-training and at every evaluation) up
     # to `env_steps`, instead of refusing its existing run directory: a longer budget, or a run that
-    # was killed, without repeating its pre-training. Runs without a directory start fresh. The CSV's
-    # wall_s of a resumed run's rows counts from the resume.
+    # was killed, without repeating its pre-training. Runs without a directory start fresh. A resumed
+    # run's wall_s goes on from its checkpoint's (run_dir/elapsed.json).
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -254,6 +254,27 @@ class Actor:
 
 
 # ---- one run -----------------------------------------------------------------------------------------
+ELAPSED_FILE = "elapsed.json"  # beside learner.pt: the run's wall time when it was saved
+
+
+def _save_checkpoint(learner: Learner, checkpoint: Path, wall_s: float) -> None:
+    """learner.pt and the run's elapsed wall time, so that a resumed run's wall_s goes on from it."""
+    learner.save_checkpoint(checkpoint)
+    tmp = checkpoint.with_name(ELAPSED_FILE + ".tmp")
+    tmp.write_text(json.dumps({"wall_s": round(wall_s, 1)}))
+    tmp.replace(checkpoint.with_name(ELAPSED_FILE))
+
+
+def _elapsed_at_checkpoint(checkpoint: Path) -> float:
+    """The wall time saved with `checkpoint` (0 for a run saved before elapsed.json existed)."""
+    path = checkpoint.with_name(ELAPSED_FILE)
+    try:
+        return float(json.loads(path.read_text())["wall_s"])
+    except FileNotFoundError:
+        log.warning("%s: no %s; wall_s of the resumed rows counts from the resume", path.parent, ELAPSED_FILE)
+        return 0.0
+
+
 def run_one(
     config: ExperimentConfig,
     method: str,
@@ -294,6 +315,7 @@ def run_one(
         # The checkpoint restores the RNGs too. Rollouts recorded after it (a killed run) stay in the
         # replay; the env-step count is the learner's, so the UTD schedule goes on where it saved.
         learner.load_checkpoint(checkpoint)
+        start -= _elapsed_at_checkpoint(checkpoint)
         env_steps = learner.state.env_steps
         episode = sum(m.source == "policy" for m in store.list_episodes())
         if not learner.trains_online or env_steps >= config.env_steps:
@@ -331,9 +353,9 @@ def run_one(
             # for a method that does not learn online the checkpoint marks the run complete.
             if not learner.trains_online:
                 evaluate(config.env_steps, 0, rate)  # drawn flat across the budget
-                learner.save_checkpoint(checkpoint)
+                _save_checkpoint(learner, checkpoint, time.perf_counter() - start)
                 return
-            learner.save_checkpoint(checkpoint)
+            _save_checkpoint(learner, checkpoint, time.perf_counter() - start)
         bar = tqdm(total=config.env_steps, initial=env_steps, desc=f"{config.task} {method} s{seed}",
                    unit="step", leave=False)  # fmt: skip
         if not resuming:
@@ -362,7 +384,7 @@ def run_one(
                 q = metrics.get("critic/q_mean", float("nan"))
                 bar.set_postfix(success=f"{rate:.0%}", q=f"{q:.2f}", updates=learner.state.updates)
                 # At every evaluation, so that a run killed later resumes from its last CSV row.
-                learner.save_checkpoint(checkpoint)
+                _save_checkpoint(learner, checkpoint, time.perf_counter() - start)
         bar.close()
     finally:
         actor.close()

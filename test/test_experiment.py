@@ -77,6 +77,7 @@ def test_resume_continues_each_run_from_its_checkpoint_to_a_longer_budget(tmp_pa
     last_before = next(r for r in first if r["method"] == "csil" and r["env_steps"] == 100)
     assert seed0[0]["updates"] > last_before["updates"], "training went on from the checkpoint's updates"
     assert seed0[0]["actual_env_steps"] > last_before["actual_env_steps"]
+    assert seed0[0]["wall_s"] > last_before["wall_s"], "wall_s goes on from the checkpoint's"
     seed1 = [r["env_steps"] for r in second if r["seed"] == 1 and r["method"] == "csil"]
     assert seed1 == [0, 100, 200, 300]
     metas = EpisodeStore.open(run_dir / "episodes.zarr").list_episodes()
