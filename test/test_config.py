@@ -28,7 +28,7 @@ def test_shipped_configs_load() -> None:
     assert load_config(config_dir() / "task.yaml", TaskConfig).name == "square"
     assert load_config(config_dir() / "policy.yaml", PolicyConfig).residual.composition == "residual"
     learner = load_config(config_dir() / "learner.yaml", LearnerConfig)
-    assert learner.method == "csil" and learner.beta == 0.01
+    assert learner.method == "csil" and learner.beta == 1.0
 
 
 def write_robot(tmp_path: Path, mutate) -> Path:
