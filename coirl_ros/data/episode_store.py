@@ -179,7 +179,9 @@ class EpisodeStore:
         )
         zarr.open_group(root / EPISODES_DIR, mode="w-")
         for sub in (STAGING_DIR, TRASH_DIR):
-            (root / sub).mkdir()
+            # exist_ok: a reader that opens the store as soon as zarr.json exists makes them too
+            # (`open`); CI once saw the dashboard's store view win that race.
+            (root / sub).mkdir(exist_ok=True)
         return cls(root, spec)
 
     @classmethod
