@@ -101,6 +101,18 @@ def test_single_writer_is_enforced(store: EpisodeStore) -> None:
     store.writer().close()  # released on close
 
 
+def test_create_tolerates_a_reader_that_opened_the_store_mid_creation(
+    tmp_path: Path, spec: EpisodeSpec
+) -> None:
+    """A reader may open the store once its zarr.json exists, before `create` has made the staging and
+    trash folders, and `open` makes them; `create` must not then fail (seen with the dashboard)."""
+    root = tmp_path / "episodes.zarr"
+    (root / ".staging").mkdir(parents=True)  # as the reader's `open` leaves it
+    created = EpisodeStore.create(root, spec)
+    record(created, 1, 3)
+    assert EpisodeStore.open(root).episode_indices() == [0]
+
+
 def test_open_errors_are_clear(tmp_path: Path, spec: EpisodeSpec) -> None:
     with pytest.raises(StoreError, match="no episode store here"):
         EpisodeStore.open(tmp_path / "missing.zarr")
