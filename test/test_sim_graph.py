@@ -99,7 +99,7 @@ def test_teleop_demonstrations_land_in_the_store(recorded: dict) -> None:
     metas = store.list_episodes()
     assert [m.index for m in metas] == [0, 1]
     for meta in metas:
-        assert meta.source == "scripted" and meta.task == "lift" and meta.success
+        assert meta.source == "scripted" and meta.task == "lift" and meta.success, (meta, output)
         assert 40 < meta.num_frames <= 110
         actions = store.read_episode(meta.index, [ACTION]).data[ACTION]
         assert actions.shape[1] == 7 and np.abs(actions).max() <= 1.0  # ee_delta: the base's action space
