@@ -8,7 +8,9 @@ each on the same deterministic evaluation seeds, and with `--ensemble` also the 
 (one policy acting with the average residual).
 
 `--residual-demos` trains π_BC on more (or fewer) scripted demonstrations than the base saw
-(expert seeds 0..N-1, so they include the base's); `--bc-steps` overrides bc.steps. A learner
+(expert seeds 0..N-1, so they include the base's); `--residual-demo-noise` gives π_BC's demonstrations
+a noisier expert (the base keeps the default's: DART-style demonstrations that show corrections);
+`--bc-steps` overrides bc.steps. A learner
 config with `bc.ensemble: K` measures the distilled π_BC (each seed then distils its own K fits).
 
 Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>].csv (one row per
@@ -38,6 +40,7 @@ from coirl_ros.experiment import Actor, ExperimentConfig, copy_episodes, prepare
 from coirl_ros.learning.learner import Learner
 from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.local_bc_base import LocalBCConfig, miscalibrated
+from coirl_ros.sim.demos import EXPERT_NOISE_M
 
 
 class MeanResidual:
@@ -55,6 +58,12 @@ def main() -> None:
     p.add_argument("--task", default="lift")
     p.add_argument("--demos", type=int, default=20, help="demonstrations the base is trained on")
     p.add_argument("--residual-demos", type=int, default=None, help="π_BC's demonstrations (default --demos)")
+    p.add_argument(
+        "--residual-demo-noise",
+        type=float,
+        default=EXPERT_NOISE_M,
+        help="std (m) of the expert's TCP target in π_BC's demonstrations",
+    )
     p.add_argument(
         "--base-offset", type=float, default=0.04, help="the base sees the object this far off in +y"
     )
@@ -86,7 +95,9 @@ def main() -> None:
     if args.base_offset:
         base = miscalibrated(base, (0.0, args.base_offset, 0.0))
     residual_demos = args.residual_demos or args.demos
-    demos = prepare_demos(replace(config, demos=residual_demos))
+    noise = args.residual_demo_noise
+    noise_tag = f"_noise{noise * 1000:g}mm" if noise != EXPERT_NOISE_M else ""
+    demos = prepare_demos(replace(config, demos=residual_demos, demo_noise_m=args.residual_demo_noise))
     actor = Actor(config, base)
     rows, policies = [], []
 
@@ -94,7 +105,8 @@ def main() -> None:
         rate = actor.evaluate(policy, args.episodes)
         rows.append({
             "task": args.task, "base_demos": args.demos, "base_steps": args.base_steps,
-            "residual_demos": residual_demos, "base_offset_m": args.base_offset,
+            "residual_demos": residual_demos, "demo_noise_m": args.residual_demo_noise,
+            "base_offset_m": args.base_offset,
             "bc_steps": learner_cfg.bc.steps, "bc_ensemble": learner_cfg.bc.ensemble, "seed": seed,
             "success": round(rate, 4), "episodes": args.episodes, "seconds": round(seconds, 1),
         })  # fmt: skip
@@ -102,7 +114,7 @@ def main() -> None:
 
     print(
         f"{args.task}: base on {args.demos} demos, {args.base_offset * 100:g} cm off;"
-        f" π_BC on {residual_demos}"
+        f" π_BC on {residual_demos} (expert noise {noise * 1000:g} mm)"
     )
     print("| π_BC seed | success |\n|---|---:|")
     try:
@@ -111,7 +123,8 @@ def main() -> None:
         print(f"| base alone | {rate:.0%} |", flush=True)
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             start = time.perf_counter()
-            run_dir = args.out / args.task / f"bc_start_d{residual_demos}_b{learner_cfg.bc.steps}_s{seed}"
+            name = f"bc_start_d{residual_demos}{noise_tag}_b{learner_cfg.bc.steps}_s{seed}"
+            run_dir = args.out / args.task / name
             shutil.rmtree(run_dir, ignore_errors=True)  # a fresh copy: the learner records nothing here
             store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec)
             copy_episodes(demos, store)
@@ -136,6 +149,7 @@ def main() -> None:
         f" ({time.perf_counter() - base_start:.0f} s)"
     )
     ensemble = f"_ens{learner_cfg.bc.ensemble}" if learner_cfg.bc.ensemble > 1 else ""
+    ensemble += noise_tag
     name = f"bc_start_spread_base{args.base_steps}_d{residual_demos}_b{learner_cfg.bc.steps}{ensemble}.csv"
     write_csv(rows, args.out / args.task / name)
 

@@ -55,7 +55,7 @@ from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.base_policy import check_calibration_offset
 from coirl_ros.policies.composition import ChunkedBaseRunner, ComposedPolicy
 from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, miscalibrated, train_local_bc_base
-from coirl_ros.sim.demos import generate_demos
+from coirl_ros.sim.demos import EXPERT_NOISE_M, generate_demos
 from coirl_ros.sim.env import EnvConfig, ManipulationEnv
 from coirl_ros.sim.tasks import make_task
 
@@ -99,6 +99,9 @@ class ExperimentConfig:
     # was killed, without repeating its pre-training. Runs without a directory start fresh. A resumed
     # run's wall_s goes on from its checkpoint's (run_dir/elapsed.json).
     resume: bool = False
+    # The scripted expert's noise for the demonstrations (`generate_demos`); other values than the
+    # default get their own cache (`demos_<N>_noise<mm>mm.zarr`).
+    demo_noise_m: float = EXPERT_NOISE_M
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -108,6 +111,8 @@ class ExperimentConfig:
             raise ValueError("seeds, env_steps, demos, eval_every and eval_episodes must all be positive")
         if self.image_size < 0:
             raise ValueError(f"image_size must be >= 0, got {self.image_size}")
+        if self.demo_noise_m < 0:
+            raise ValueError(f"demo_noise_m is a standard deviation in metres, got {self.demo_noise_m}")
         if not 0.0 <= self.explore_temperature <= 1.0:
             raise ValueError(f"explore_temperature must be in [0, 1], got {self.explore_temperature}")
         check_calibration_offset(self.base_offset_m)
@@ -135,6 +140,8 @@ class ExperimentConfig:
 def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
     """The task's scripted ee_delta demonstrations, generated once and reused by every run."""
     suffix = f"_img{config.image_size}" if config.image_size else ""
+    if config.demo_noise_m != EXPERT_NOISE_M:
+        suffix += f"_noise{config.demo_noise_m * 1000:g}mm"
     root = config.task_dir / f"demos_{config.demos}{suffix}.zarr"
     if root.exists():
         cached = EpisodeStore.open(root)
@@ -147,6 +154,7 @@ def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
         config.demos,
         root,
         image_size=config.env_image_size,
+        noise=config.demo_noise_m,
         action_mode="ee_delta",
         progress=True,
     )

@@ -12,7 +12,15 @@ import pytest
 from coirl_ros.configs import LearnerConfig
 from coirl_ros.constants import ACTION, ACTION_BASE, ACTION_RESIDUAL
 from coirl_ros.data import EpisodeStore
-from coirl_ros.experiment import ExperimentConfig, curves, plot_curves, read_rows, run_experiment, summarise
+from coirl_ros.experiment import (
+    ExperimentConfig,
+    curves,
+    plot_curves,
+    prepare_demos,
+    read_rows,
+    run_experiment,
+    summarise,
+)
 from coirl_ros.policies.local_bc_base import LocalBCConfig
 
 TINY_LEARNER = LearnerConfig.model_validate({
@@ -99,6 +107,18 @@ def test_a_miscalibrated_base_gets_its_own_curves_and_rejects_a_centimetre_typo(
     assert off.csv_path.name == "curves_d20_off4cm.csv", "runs with another base must not mix into one CSV"
     with pytest.raises(ValueError, match="metres"):
         ExperimentConfig(base_offset_m=4.0)
+
+
+def test_noisier_demonstrations_are_cached_apart_from_the_default_ones(tmp_path: Path) -> None:
+    default = prepare_demos(ExperimentConfig(task="lift", demos=1, out_dir=tmp_path))
+    noisy = prepare_demos(ExperimentConfig(task="lift", demos=1, out_dir=tmp_path, demo_noise_m=0.004))
+    assert default.root.name == "demos_1.zarr" and noisy.root.name == "demos_1_noise4mm.zarr"
+    first, second = (s.read_episode(0, [ACTION]).data[ACTION] for s in (default, noisy))
+    assert not np.array_equal(first[:10], second[:10]), (
+        "the same expert seed with more noise acts differently"
+    )
+    with pytest.raises(ValueError, match="standard deviation"):
+        ExperimentConfig(demo_noise_m=-0.001)
 
 
 def test_curves_keep_variant_labels_after_the_methods() -> None:

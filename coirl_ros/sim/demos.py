@@ -15,6 +15,8 @@ from coirl_ros.sim.expert import WaypointExpert
 from coirl_ros.sim.tasks import expert_plan, make_task
 
 CAMERAS = ("front", "wrist")
+# Std of the expert's TCP target (metres), redrawn every step: the demonstrations' default spread.
+EXPERT_NOISE_M = 0.002
 
 
 @dataclass
@@ -52,7 +54,7 @@ def generate_demos(
     n: int,
     store_root: Path,
     image_size: tuple[int, int] | None = None,
-    noise: float = 0.002,
+    noise: float = EXPERT_NOISE_M,
     seed: int = 0,
     keep_failures: bool = False,
     progress: bool = True,
