@@ -13,7 +13,7 @@ a noisier expert (the base keeps the default's: DART-style demonstrations that s
 `--bc-steps` overrides bc.steps. A learner
 config with `bc.ensemble: K` measures the distilled π_BC (each seed then distils its own K fits).
 
-Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>].csv (one row per
+Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>][_noise<mm>mm].csv (one row per
 policy) and prints a table. One torch thread, about 40 s per seed at 20 demonstrations and 100
 evaluation episodes on this 2-core machine.
 
@@ -97,7 +97,7 @@ def main() -> None:
     residual_demos = args.residual_demos or args.demos
     noise = args.residual_demo_noise
     noise_tag = f"_noise{noise * 1000:g}mm" if noise != EXPERT_NOISE_M else ""
-    demos = prepare_demos(replace(config, demos=residual_demos, demo_noise_m=args.residual_demo_noise))
+    demos = prepare_demos(replace(config, demos=residual_demos, demo_noise_m=noise))
     actor = Actor(config, base)
     rows, policies = [], []
 
@@ -105,7 +105,7 @@ def main() -> None:
         rate = actor.evaluate(policy, args.episodes)
         rows.append({
             "task": args.task, "base_demos": args.demos, "base_steps": args.base_steps,
-            "residual_demos": residual_demos, "demo_noise_m": args.residual_demo_noise,
+            "residual_demos": residual_demos, "demo_noise_m": noise,
             "base_offset_m": args.base_offset,
             "bc_steps": learner_cfg.bc.steps, "bc_ensemble": learner_cfg.bc.ensemble, "seed": seed,
             "success": round(rate, 4), "episodes": args.episodes, "seconds": round(seconds, 1),
