@@ -13,9 +13,9 @@ a noisier expert (the base keeps the default's: DART-style demonstrations that s
 `--bc-steps` overrides bc.steps. A learner
 config with `bc.ensemble: K` measures the distilled π_BC (each seed then distils its own K fits).
 
-Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>][_noise<mm>mm].csv (one row per
-policy) and prints a table. One torch thread, about 40 s per seed at 20 demonstrations and 100
-evaluation episodes on this 2-core machine.
+Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>][_noise<mm>mm].csv
+(one row per policy) and prints a table. One torch thread, about 40 s per seed at 20 demonstrations
+and 100 evaluation episodes on this 2-core machine.
 
     python bench/bc_start_spread.py --seeds 5 --ensemble
     python bench/bc_start_spread.py --residual-demos 200 --bc-steps 40000 --seeds 1
