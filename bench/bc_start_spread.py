@@ -10,8 +10,8 @@ each on the same deterministic evaluation seeds, and with `--ensemble` also the 
 `--residual-demos` trains π_BC on more (or fewer) scripted demonstrations than the base saw
 (expert seeds 0..N-1, so they include the base's); `--residual-demo-noise` gives π_BC's demonstrations
 a noisier expert (the base keeps the default's: DART-style demonstrations that show corrections);
-`--bc-steps` overrides bc.steps. A learner
-config with `bc.ensemble: K` measures the distilled π_BC (each seed then distils its own K fits).
+`--bc-steps` overrides bc.steps. A learner config with `bc.ensemble: K` measures the distilled π_BC
+(each seed then distils its own K fits).
 
 Writes `--out`/<task>/bc_start_spread_base<base steps>_d<demos>_b<bc steps>[_ens<K>][_noise<mm>mm].csv
 (one row per policy) and prints a table. One torch thread, about 40 s per seed at 20 demonstrations
@@ -36,7 +36,14 @@ from bench_common import write_csv
 from coirl_ros.configs import LearnerConfig, load_config
 from coirl_ros.control.demo_base import demo_base_filler
 from coirl_ros.data import EpisodeStore
-from coirl_ros.experiment import Actor, ExperimentConfig, copy_episodes, prepare_base, prepare_demos
+from coirl_ros.experiment import (
+    Actor,
+    ExperimentConfig,
+    copy_episodes,
+    demo_noise_tag,
+    prepare_base,
+    prepare_demos,
+)
 from coirl_ros.learning.learner import Learner
 from coirl_ros.learning.residual_policy import ResidualPolicy
 from coirl_ros.policies.local_bc_base import LocalBCConfig, miscalibrated
@@ -96,7 +103,7 @@ def main() -> None:
         base = miscalibrated(base, (0.0, args.base_offset, 0.0))
     residual_demos = args.residual_demos or args.demos
     noise = args.residual_demo_noise
-    noise_tag = f"_noise{noise * 1000:g}mm" if noise != EXPERT_NOISE_M else ""
+    noise_tag = demo_noise_tag(noise)
     demos = prepare_demos(replace(config, demos=residual_demos, demo_noise_m=noise))
     actor = Actor(config, base)
     rows, policies = [], []
@@ -148,9 +155,8 @@ def main() -> None:
         f" {singles.min():.0%}-{singles.max():.0%}; {args.episodes} episodes each"
         f" ({time.perf_counter() - base_start:.0f} s)"
     )
-    ensemble = f"_ens{learner_cfg.bc.ensemble}" if learner_cfg.bc.ensemble > 1 else ""
-    ensemble += noise_tag
-    name = f"bc_start_spread_base{args.base_steps}_d{residual_demos}_b{learner_cfg.bc.steps}{ensemble}.csv"
+    variant = (f"_ens{learner_cfg.bc.ensemble}" if learner_cfg.bc.ensemble > 1 else "") + noise_tag
+    name = f"bc_start_spread_base{args.base_steps}_d{residual_demos}_b{learner_cfg.bc.steps}{variant}.csv"
     write_csv(rows, args.out / args.task / name)
 
 

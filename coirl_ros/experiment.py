@@ -137,11 +137,15 @@ class ExperimentConfig:
 
 
 # ---- data and base ---------------------------------------------------------------------------------
+def demo_noise_tag(noise_m: float) -> str:
+    """ "_noise<mm>mm" for demonstrations from an expert noisier (or quieter) than the default; "" else."""
+    return f"_noise{noise_m * 1000:g}mm" if noise_m != EXPERT_NOISE_M else ""
+
+
 def prepare_demos(config: ExperimentConfig) -> EpisodeStore:
     """The task's scripted ee_delta demonstrations, generated once and reused by every run."""
     suffix = f"_img{config.image_size}" if config.image_size else ""
-    if config.demo_noise_m != EXPERT_NOISE_M:
-        suffix += f"_noise{config.demo_noise_m * 1000:g}mm"
+    suffix += demo_noise_tag(config.demo_noise_m)
     root = config.task_dir / f"demos_{config.demos}{suffix}.zarr"
     if root.exists():
         cached = EpisodeStore.open(root)
