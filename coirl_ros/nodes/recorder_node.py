@@ -83,6 +83,7 @@ ENV_STATE_DISCOVERY_S = 5.0
 # A stop settles once no step has arrived for this long since it began (or one sent after it has): see
 # _settle. Every stop of a quiet stream costs this much.
 STOP_QUIET_S = 0.25
+DRAIN_PERIOD_S = 0.01
 
 
 def _wait_while(condition: Callable[[], Any], timeout_s: float) -> None:
@@ -159,6 +160,10 @@ class RecorderNode(Node):
         self._stop_began_ns: int | None = None
         self._stream_passed_stop = False  # a step sent after the stop arrived: nothing older is in flight
         self._last_step_arrival = -math.inf  # monotonic
+        # When the drain timer last ran, and until when messages sent while this process was held up
+        # (a loaded machine, a debugger, SIGSTOP: the timer did not run) may still arrive. See _settle.
+        self._drain_timer_ran = time.monotonic()
+        self._held_up_until = -math.inf
         self._warned: set[str] = set()
         self._cameras_heard: set[str] = set()
         self._lock = threading.RLock()
@@ -200,7 +205,7 @@ class RecorderNode(Node):
         self.create_service(Trigger, RECORDER_START_SERVICE, self._on_start)
         self.create_service(SetBool, RECORDER_STOP_SERVICE, self._on_stop)
         self.create_service(Trigger, RECORDER_DISCARD_SERVICE, self._on_discard)
-        self.create_timer(0.01, self._drain)
+        self.create_timer(DRAIN_PERIOD_S, self._on_drain_timer)
         self.get_logger().info(
             f"recording {self.task} ({cfg.source}) into {cfg.store}: state {spec.state_dim},"
             f" {self.action_space} actions ({spec.action_dim}), cameras {spec.camera_names or 'none'}"
@@ -281,6 +286,17 @@ class RecorderNode(Node):
                 self._stream_passed_stop = self._stream_passed_stop or sent_ns > 0
                 return
         self.assembler.submit(step, time.monotonic())
+
+    def _on_drain_timer(self) -> None:
+        now = time.monotonic()
+        self._held_up_until = max(self._held_up_until, self._late_messages_until(now))
+        self._drain_timer_ran = now
+        self._drain()
+
+    def _late_messages_until(self, now: float) -> float:
+        """Until when messages sent while this process was held up may still arrive, if it has been
+        held up until `now`: a hold-up's length past its end (the timer's period is no hold-up)."""
+        return now + max(0.0, now - self._drain_timer_ran - DRAIN_PERIOD_S)
 
     @_locked
     def _drain(self, force: bool = False) -> None:
@@ -421,8 +437,12 @@ class RecorderNode(Node):
         arrived for STOP_QUIET_S since the stop began (a paused sim's controller sends no more). Quiet
         counts from the stop, not from the last step before it: a recorder that has fallen behind
         may not have read any of the steps waiting in its queue yet (the stop's service thread can
-        run first), and those are the ones at stake."""
+        run first), and those are the ones at stake. A recorder that was itself held up (its drain
+        timer did not run) for a time L just before the stop counts quiet from L after the hold-up
+        ended: steps sent meanwhile may reach it only after DDS has redelivered them (measured: 0.3 s
+        after a 1.5 s SIGSTOP, when the stop request and several timer ticks were already through)."""
         began = time.monotonic()
+        quiet_from = max(began, self._held_up_until, self._late_messages_until(began))
         deadline = began + self.cfg.step_wait_s
         with self._lock:
             self._stop_began_ns = time.time_ns()  # the clock DDS stamps the sending side with
@@ -432,7 +452,7 @@ class RecorderNode(Node):
                 if self.recorder is None or not self.recorder.recording:
                     return
                 self._drain()  # the drain timer shares this callback's group: it cannot run now
-                quiet = time.monotonic() - max(self._last_step_arrival, began) >= STOP_QUIET_S
+                quiet = time.monotonic() - max(self._last_step_arrival, quiet_from) >= STOP_QUIET_S
                 in_flight = not (self._stream_passed_stop or quiet)
                 if (not self.assembler.pending and not in_flight) or time.monotonic() >= deadline:
                     return
