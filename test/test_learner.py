@@ -485,21 +485,3 @@ def test_bc_ensemble_distils_the_fits_mean_action_and_keeps_the_demonstrators_sp
 def test_bc_ensemble_is_for_state_policies() -> None:
     with pytest.raises(ValueError, match=r"bc\.ensemble"):
         _config(method="bc", observation="images", bc=SMALL["bc"] | {"ensemble": 2})
-
-
-def test_base_noise_teaches_pi_bc_to_counter_a_base_that_moved(demo_store: EpisodeStore) -> None:
-    """The demo base always proposes 0. With `bc.base_noise`, π_BC trained on those demonstrations
-    still reaches the demonstrated action from a base that proposes something else (within reach):
-    its output moves by -δ/scale when the base moves by δ."""
-    learner = Learner(
-        _config(method="bc", bc=SMALL["bc"] | {"steps": 1500, "base_noise": 0.3}), demo_store, scale=SCALE
-    )
-    learner.pretrain()
-    s = np.array([0.1, -0.05], np.float32)
-    delta = np.array([0.15, -0.15], np.float32)
-    policy = learner.acting_policy
-    on_data = policy.act(np.concatenate([s, np.zeros(2, np.float32)]))
-    moved = policy.act(np.concatenate([s, delta]))
-    assert np.allclose(on_data, -2 * s, atol=0.1), on_data
-    # The executed action a_base + scale * u stays the demonstrated one: u moves by -δ/scale.
-    np.testing.assert_allclose(moved - on_data, -delta / SCALE, atol=0.1)

@@ -27,15 +27,6 @@ class BCConfig(ConfigModel):
     # steps of pre-training.
     ensemble: PositiveInt = 1
     distill_noise: Annotated[float, Field(ge=0)] = 0.1
-    # > 0: in a `base_noise_fraction` share of every π_BC batch (the fits and the distillation) the base
-    # action the policy sees is perturbed by Gaussian noise of this std (action units, clipped to
-    # [-1, 1]) and the target recomputed from the same demonstrated action. The demonstrations show
-    # the base only where it is nearly right; a residual trained on them alone reverts to 0 where the
-    # base goes wrong (mug_cleanup: the base saturating upward while carrying, the residual at
-    # <= 0.08), so nothing counters it. With the noise π_BC learns the demonstrated action as the goal
-    # whatever the base proposes there, within the residual's reach. 0: off (the reference's BC).
-    base_noise: Annotated[float, Field(ge=0)] = 0.0
-    base_noise_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     hidden_sizes: Sizes = [256, 256]
     bottleneck: PositiveInt = 12
     num_features: PositiveInt = 256

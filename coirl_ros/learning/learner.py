@@ -344,34 +344,14 @@ class Learner:
         log.info("cached encoder keypoints of %d frames in %.1f s", frames, self.timings["features_s"])
 
     def _sample(
-        self, batch_size: int, subset: Literal["mixed", "demo"] = "mixed", perturb_base: bool = False
+        self, batch_size: int, subset: Literal["mixed", "demo"] = "mixed"
     ) -> tuple[dict[str, Tensor], int]:
-        """One-step transitions, demonstration rows first (see `_sample_windows`); (batch, n_demo).
-        `perturb_base`: with `bc.base_noise`, as `_perturb_base_actions` (π_BC's batches)."""
-        steps, _, n_demo = self._sample_windows(
-            batch_size, horizon=1, subset=subset, perturb_base=perturb_base
-        )
+        """One-step transitions, demonstration rows first (see `_sample_windows`); (batch, n_demo)."""
+        steps, _, n_demo = self._sample_windows(batch_size, horizon=1, subset=subset)
         return steps[0], n_demo
 
-    def _perturb_base_actions(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`batch` with the base action of a `bc.base_noise_fraction` share of its rows moved by
-        N(0, bc.base_noise²) and clipped to [-1, 1] (BCConfig.base_noise). The executed action stays,
-        so the target u, recomputed from it in `_tensors`, is what reaches it from the moved base."""
-        bc = self.config.bc
-        if not bc.base_noise:
-            return batch
-        base = batch[ACTION_BASE].copy()
-        rows = self.rng.random(len(base)) < bc.base_noise_fraction
-        noise = self.rng.normal(0.0, bc.base_noise, size=(int(rows.sum()), base.shape[-1]))
-        base[rows] = np.clip(base[rows] + noise, -1.0, 1.0)
-        return batch | {ACTION_BASE: base}
-
     def _sample_windows(
-        self,
-        batch_size: int,
-        horizon: int,
-        subset: Literal["mixed", "demo"] = "mixed",
-        perturb_base: bool = False,
+        self, batch_size: int, horizon: int, subset: Literal["mixed", "demo"] = "mixed"
     ) -> tuple[list[dict[str, Tensor]], Tensor, int]:
         """Windows of up to `horizon` transitions (TransitionSampler.sample_windows), demonstration rows
         first; `subset` "mixed" takes the configured demo share, "demo" demonstrations only.
@@ -389,8 +369,7 @@ class Learner:
         steps = []
         for i in range(horizon):
             keys = parts[0][0][i].keys()
-            batch = {k: np.concatenate([p[0][i][k] for p in parts]) for k in keys}
-            steps.append(self._tensors(self._perturb_base_actions(batch) if perturb_base else batch))
+            steps.append(self._tensors({k: np.concatenate([p[0][i][k] for p in parts]) for k in keys}))
         mask = np.concatenate([p[1] for p in parts])
         return steps, torch.as_tensor(mask, dtype=torch.float32, device=self.device), n_demo
 
@@ -494,7 +473,7 @@ class Learner:
             if self.image_mode:
                 x, u = self._image_bc_batch(self.sampler.sample(cfg.batch_size, self.rng, "demo"))
             else:
-                batch, _ = self._sample(cfg.batch_size, subset="demo", perturb_base=True)
+                batch, _ = self._sample(cfg.batch_size, subset="demo")
                 x, u = batch["x"], batch["u"]
             return faithful_bc_loss(self.bc_policy, x, u)
 
@@ -560,7 +539,7 @@ class Learner:
         )
 
         def loss() -> tuple[Tensor, dict[str, Tensor]]:
-            batch, _ = self._sample(cfg.batch_size, subset="demo", perturb_base=True)
+            batch, _ = self._sample(cfg.batch_size, subset="demo")
             x = batch["x"]
             perturbed = x + noise_std * torch.randn_like(x)
             with torch.no_grad():
