@@ -147,3 +147,15 @@ def test_training_success_and_plot_variants_read_the_runs_files(
     printed = _bench(BENCH / "plot_variants.py", f"toy={curves}", "--out", png, cwd=ROOT)
     assert "| toy | 1 | 2 |" in printed
     assert png.stat().st_size > 1000
+
+
+def test_base_saturation_reads_a_finished_run(toy_run: tuple[Path, Path]) -> None:
+    out, _ = toy_run
+    printed = _bench(BENCH / "base_saturation.py", *_run_args(toy_run, 2), cwd=ROOT)
+    assert "| episodes | n | steps | base saturated |" in printed
+    rows = _csv(out / "lift" / f"csil_d{DEMOS}_off4cm_s0" / "base_saturation_2.csv")
+    assert [int(r["seed"]) for r in rows] == [10000, 10001]
+    for r in rows:
+        assert 0.0 <= float(r["base_saturated"]) <= 1.0 and 0.0 <= float(r["residual_mean"]) <= 0.5
+        assert 1 <= int(r["steps"]) <= 100, "lift's horizon"
+        assert float(r["object_max_z"]) >= 0.02, "the cube's centre is read from the sim, resting or lifted"
