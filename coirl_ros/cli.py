@@ -177,15 +177,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 # ---- demos -------------------------------------------------------------------------------------
 def cmd_demos_generate(args: argparse.Namespace) -> int:
-    from coirl_ros.sim.demos import generate_demos
+    from coirl_ros.sim.demos import EXPERT_NOISE_M, generate_demos
 
+    if args.noise is not None and args.noise < 0:
+        print(f"coirl: error: --noise must be >= 0 (metres), got {args.noise:g}", file=sys.stderr)
+        return 2
     size = (args.image_size, args.image_size) if args.image_size else None
     report = generate_demos(
         args.task,
         args.n,
         Path(args.store),
         size,
-        noise=args.noise,
+        noise=EXPERT_NOISE_M if args.noise is None else args.noise,
         seed=args.seed,
         keep_failures=args.keep_failures,
         action_mode=args.action_mode,
@@ -357,7 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=50, help="episodes to save")
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--image-size", type=int, default=0, help="render both cameras at NxN (0: state only)")
-    p.add_argument("--noise", type=float, default=0.002, help="expert noise, metres (std of the TCP target)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=None,
+        help="expert noise, metres (std of the TCP target; default sim.demos.EXPERT_NOISE_M, 0.002)",
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed; episodes use seed, seed+1, ...")
     p.add_argument("--keep-failures", action="store_true", help="also save failed attempts (success=false)")
     p.add_argument(

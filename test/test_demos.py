@@ -56,3 +56,13 @@ def test_cli_generates_into_an_existing_store_and_reports(tmp_path: Path) -> Non
         assert out.returncode == 0, out.stderr
         assert "lift: 2/2 expert episodes succeeded (100%), 2 saved" in out.stdout
     assert EpisodeStore.open(root).episode_indices() == [0, 1, 2, 3]
+
+
+def test_cli_refuses_a_negative_expert_noise_before_touching_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "demos.zarr"
+    args = ["demos", "generate", "--task", "lift", "--n", "1", "--store", str(root), "--noise", "-0.001"]
+    out = subprocess.run(
+        [sys.executable, "-m", "coirl_ros.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 2 and "--noise must be >= 0" in out.stderr, out.stderr
+    assert not root.exists()
