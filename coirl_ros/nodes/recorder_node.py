@@ -384,6 +384,17 @@ class RecorderNode(Node):
 
     # ---- services --------------------------------------------------------------------------------------
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            return self._start_when_ready(response)
+        finally:
+            self._service_held_the_drain_timer()
+
+    def _service_held_the_drain_timer(self) -> None:
+        """The start's waits and the stop's settling run in the drain timer's callback group, so
+        the timer did not run meanwhile; that is not a hold-up of the process (see _settle)."""
+        self._drain_timer_ran = time.monotonic()
+
+    def _start_when_ready(self, response: Trigger.Response) -> Trigger.Response:
         _wait_while(self._silent_cameras, self.cfg.camera_wait_s)
         if self.recorder is None and self._existing_spec() is None:
             # A sim may be running whose object state has not arrived yet: the new store's spec needs
@@ -465,6 +476,7 @@ class RecorderNode(Node):
                 return self._stop(request, response)
         finally:
             self._stop_began_ns = None
+            self._service_held_the_drain_timer()
 
     def _stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if self.recorder is None or not self.recorder.recording:
