@@ -12,9 +12,11 @@ REWARD = "reward"
 DONE = "done"
 TIMESTAMP = "timestamp"
 
-EpisodeSource = Literal["teleop", "policy", "scripted"]
-EPISODE_SOURCES: tuple[str, ...] = ("teleop", "policy", "scripted")
-DEMO_SOURCES: tuple[str, ...] = ("teleop", "scripted")  # what counts as a demonstration
+# "takeover": an operator's correction from a state the policy reached (the policy's part of that
+# episode is not in it), HG-DAgger's data; it is a demonstration like the others.
+EpisodeSource = Literal["teleop", "policy", "scripted", "takeover"]
+EPISODE_SOURCES: tuple[str, ...] = ("teleop", "policy", "scripted", "takeover")
+DEMO_SOURCES: tuple[str, ...] = ("teleop", "scripted", "takeover")  # what counts as a demonstration
 
 
 def image_key(camera: str) -> str:

@@ -213,10 +213,8 @@ class Actor:
     def close(self) -> None:
         self.env.close()
 
-    def run_episode(
-        self, seed: int, policy: Policy | None, explore: bool, store: EpisodeStore | None = None
-    ) -> tuple[bool, int]:
-        """One episode; returns (success, steps). Recorded as a "policy" episode when `store` is given."""
+    def composed(self, policy: Policy | None, explore: bool) -> ComposedPolicy:
+        """The base (through this actor's chunk runner) composed with `policy`'s residual."""
         small = None
         if policy is not None:
 
@@ -233,7 +231,13 @@ class Actor:
                 # exactly clip(a_base + scale * u), the map the learner inverts.
                 return np.arctanh(np.clip(u, -1 + 1e-6, 1 - 1e-6))
 
-        composed = ComposedPolicy(self.runner, small, self.config.composition, self.config.scale)
+        return ComposedPolicy(self.runner, small, self.config.composition, self.config.scale)
+
+    def run_episode(
+        self, seed: int, policy: Policy | None, explore: bool, store: EpisodeStore | None = None
+    ) -> tuple[bool, int]:
+        """One episode; returns (success, steps). Recorded as a "policy" episode when `store` is given."""
+        composed = self.composed(policy, explore)
         composed.reset()
         obs, info = self.env.reset(seed=seed)
         frames = []

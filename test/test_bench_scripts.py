@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from coirl_ros.configs import LearnerConfig
+from coirl_ros.data import EpisodeStore
 from coirl_ros.experiment import ExperimentConfig, run_experiment
 from coirl_ros.policies.local_bc_base import LocalBCConfig
 
@@ -159,3 +160,26 @@ def test_base_saturation_reads_a_finished_run(toy_run: tuple[Path, Path]) -> Non
         assert 0.0 <= float(r["base_saturated"]) <= 1.0 and 0.0 <= float(r["residual_mean"]) <= 0.5
         assert 1 <= int(r["steps"]) <= 100, "lift's horizon"
         assert float(r["object_max_z"]) >= 0.02, "the cube's centre is read from the sim, resting or lifted"
+
+
+def test_takeover_rounds_adds_the_operators_corrections_and_retrains(tmp_path: Path) -> None:
+    learner_yaml = tmp_path / "learner.yaml"
+    learner_yaml.write_text(yaml.safe_dump(TINY_LEARNER))
+    printed = _bench(
+        BENCH / "takeover_rounds.py", "--task", "mug_cleanup", "--demos", "2", "--base-steps", "30",
+        "--rounds", "1", "--collect", "2", "--episodes", "1", "--saturated-steps", "1000000",
+        "--deadline", "30", "--learner-config", learner_yaml, "--out", tmp_path,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert "collection 0:" in printed
+    run = tmp_path / "mug_cleanup" / "takeovers_sat1000000_dl30_s0"
+    rounds = _csv(run / "rounds.csv")
+    assert [r["round"] for r in rounds] == ["0", "1"]
+    collected = _csv(run / "collection.csv")
+    assert [(r["takeover_step"], r["reason"]) for r in collected] == [("30", "deadline")] * 2
+    kept = sum(r["expert_success"] == "True" for r in collected)
+    assert kept >= 1, "the expert finishes from step 30 of a mug episode"
+    assert (rounds[0]["takeover_episodes"], rounds[1]["takeover_episodes"]) == ("0", str(kept))
+    frames = sum(int(r["frames"]) for r in collected)
+    assert int(rounds[1]["takeover_frames"]) == frames > 0
+    assert EpisodeStore.open(run / "round1" / "episodes.zarr").list_episodes()[-1].source == "takeover"

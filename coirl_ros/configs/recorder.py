@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
 from coirl_ros.configs.loading import ConfigModel
+from coirl_ros.constants import EpisodeSource
 
 
 class RecorderConfig(ConfigModel):
     """Where episodes go, what they are labelled, and how steps are paired with observations."""
 
     store: Annotated[str, Field(min_length=1)] = "runs/episodes.zarr"
-    source: Literal["teleop", "policy", "scripted"] = "teleop"
+    source: EpisodeSource = "teleop"
     task: str = ""  # "" = task.yaml's name
     flush_every: Annotated[int, Field(gt=0)] = 30  # frames per background write (EpisodeWriter)
     # States, camera frames and environment states are kept this long to pair them with steps.

@@ -36,6 +36,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coirl_ros.configs.dashboard import DashboardConfig
+from coirl_ros.constants import EpisodeSource
 from coirl_ros.dashboard import security
 from coirl_ros.dashboard.models import (
     CommandResult,
@@ -174,9 +175,7 @@ def create_app(
     @app.get("/api/episodes")
     def episodes(
         task: str | None = None,
-        source_filter: Annotated[
-            Literal["teleop", "policy", "scripted"] | None, Query(alias="source")
-        ] = None,
+        source_filter: Annotated[EpisodeSource | None, Query(alias="source")] = None,
         success: Literal["true", "false", "none"] | None = None,
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     ) -> EpisodeList:

@@ -184,6 +184,10 @@ class ManipulationEnv(gym.Env):
     def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.site_xpos[self._tcp].copy(), self.data.site_xmat[self._tcp].reshape(3, 3).copy()
 
+    def finger_opening(self) -> float:
+        """How far one finger stands open (m): FINGER_OPEN wide open, 0 closed on nothing."""
+        return float(self.data.qpos[self._finger])
+
     def _observation(self) -> dict[str, np.ndarray]:
         pos, rot = self.tcp_pose()
         quat = np.empty(4)

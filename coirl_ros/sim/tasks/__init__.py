@@ -1,7 +1,9 @@
 """The task registry. Each task lives in `coirl_ros/sim/tasks/<name>.py`, which defines:
 
 - `TASK`: its `Task` subclass (scene, randomisation, object state, success check);
-- `PLAN`: the scripted expert's waypoint generator (see `coirl_ros.sim.expert`).
+- `PLAN`: the scripted expert's waypoint generator (see `coirl_ros.sim.expert`);
+- optionally `RESUME_PLAN`: a plan that starts from any state of an episode (an operator taking
+  over from the policy mid-episode, see `coirl_ros.takeovers`).
 
 Modules are imported on first use, so listing a task costs nothing.
 """
@@ -38,6 +40,14 @@ def make_task(name: str) -> Task:
 def expert_plan(name: str) -> Plan:
     """The named task's scripted-expert plan."""
     return _module(name).PLAN
+
+
+def resume_plan(name: str) -> Plan:
+    """The named task's plan from a mid-episode state; a clear error for tasks without one."""
+    plan = getattr(_module(name), "RESUME_PLAN", None)
+    if plan is None:
+        raise ValueError(f"task {name!r} has no RESUME_PLAN: its expert can only start from the reset")
+    return plan
 
 
 def available_tasks() -> list[str]:
