@@ -6,10 +6,15 @@ watching (`coirl_ros.takeovers`: it takes over when the base saturates, or at `-
 the finished takeovers to the demonstrations as "takeover" episodes, retrains π_BC from scratch
 with the same seed on everything, and evaluates it on the same evaluation seeds.
 
-Writes under `--out`/<task>/takeovers_<tag>_s<seed>/: `rounds.csv` (one row per round: success,
-takeover episodes and frames so far) and `collection.csv` (one row per collection episode: when
-and why the operator took over, whether the expert finished). One torch thread; on this 2-core
-machine a mug_cleanup round at 200 demonstrations takes about 12 minutes.
+`--start-from` a previous run's directory goes on where it stopped: its takeovers are copied in, and
+round and collection seeds continue from its last round (whose π_BC is retrained and evaluated
+again, a check that the same data and seed give the same policy).
+
+Writes under `--out`/<task>/takeovers_<tag>_s<seed>/ (`--start-from`: <that name>_more/):
+`rounds.csv` (one row per round: success, takeover episodes and frames so far) and `collection.csv`
+(one row per collection episode: when and why the operator took over, whether the expert finished).
+One torch thread; on this 2-core machine a mug_cleanup round at 200 demonstrations takes about 10
+minutes (training and 100 evaluation episodes 7-8, collecting 100 episodes 2-3).
 
     python bench/takeover_rounds.py --task mug_cleanup --demos 200 --base-steps 5000 --rounds 2 \\
         --collect 100 --learner-config docs/results/threading_d200_off4cm/learner_csil_ens5_beta1.yaml \\
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +43,11 @@ from coirl_ros.policies.local_bc_base import LocalBCConfig, miscalibrated
 from coirl_ros.takeovers import TakeoverTrigger, TakeoverWatch, run_with_takeover
 
 COLLECT_SEED0 = 30000  # collection seeds: clear of the demonstrations' (0..) and the evaluation's (10000..)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def train_bc(
@@ -78,6 +89,7 @@ def main() -> None:
     p.add_argument("--deadline", type=int, default=None, help="take over from a policy not done by this step")
     p.add_argument("--expert-noise", type=float, default=0.0, help="std (m) of the operator's TCP target")
     p.add_argument("--episodes", type=int, default=100, help="deterministic evaluation episodes per round")
+    p.add_argument("--start-from", type=Path, default=None, help="a previous run's directory to go on from")
     p.add_argument("--learner-config", type=Path, default=Path("bench/learner_cpu.yaml"))
     p.add_argument("--out", type=Path, default=Path("runs/bench_learn"), help="as coirl bench learn --out")
     args = p.parse_args()
@@ -101,8 +113,15 @@ def main() -> None:
     trigger = TakeoverTrigger(saturated_steps=args.saturated_steps, deadline=args.deadline)
     tag = f"sat{args.saturated_steps}" + (f"_dl{args.deadline}" if args.deadline is not None else "")
     out = args.out / args.task / f"takeovers_{tag}_s{args.seed}"
+    first_round = 0
+    if args.start_from is not None:
+        previous = read_csv(args.start_from / "rounds.csv")
+        first_round = int(previous[-1]["round"])
+        out = args.start_from.with_name(args.start_from.name + "_more")
     shutil.rmtree(out, ignore_errors=True)
     takeovers = EpisodeStore.create(out / "takeovers.zarr", demos.spec)
+    if args.start_from is not None:
+        copy_episodes(EpisodeStore.open(args.start_from / "takeovers.zarr"), takeovers)
     actor = Actor(config, base)
     watch = TakeoverWatch(trigger)
     rounds, collection = [], []
@@ -111,7 +130,7 @@ def main() -> None:
         "| round | takeover episodes | takeover frames | π_BC success | minutes |\n|---:|---:|---:|---:|---:|"
     )
     try:
-        for r in range(args.rounds + 1):
+        for r in range(first_round, first_round + args.rounds + 1):
             start = time.perf_counter()
             policy = train_bc(learner_cfg, config, base, [demos, takeovers], out / f"round{r}", args.seed)
             rate = actor.evaluate(policy, args.episodes)
@@ -128,7 +147,7 @@ def main() -> None:
                 f"| {r} | {n_takeovers} | {frames} | {rate:.0%} | {rounds[-1]['seconds'] / 60:.1f} |",
                 flush=True,
             )
-            if r == args.rounds:
+            if r == first_round + args.rounds:
                 break
             for k in range(args.collect):
                 seed = COLLECT_SEED0 + r * args.collect + k

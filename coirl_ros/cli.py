@@ -243,6 +243,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         explore_temperature=args.explore_temperature,
         base_offset_m=args.base_offset,
         resume=args.resume,
+        extra_demos=Path(args.extra_demos) if args.extra_demos else None,
     )
     csv_path = config.csv_path
     if not args.plot_only:
@@ -412,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-offset", type=float, default=0.0,
         help="deploy the base seeing the object this far off in +y (metres; make demo uses 0.04): a base"
         " not trained on the residual's own demonstrations, as pi0.5 on a robot",
+    )  # fmt: skip
+    p.add_argument(
+        "--extra-demos", default="",
+        help="an episode store of further demonstrations for the residual (not the base), e.g. the"
+        " operator takeovers bench/takeover_rounds.py collects; runs and CSV get a _plus<N> tag",
     )  # fmt: skip
     p.add_argument("--learner-config", default="", help="learner YAML (default: built-in defaults)")
     p.add_argument("--bc-steps", type=int, default=0, help="override bc.steps")

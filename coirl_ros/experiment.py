@@ -102,6 +102,10 @@ class ExperimentConfig:
     # The scripted expert's noise for the demonstrations (`generate_demos`); other values than the
     # default get their own cache (`demos_<N>_noise<mm>mm.zarr`).
     demo_noise_m: float = EXPERT_NOISE_M
+    # A store of further demonstrations, copied into every run's store after the scripted ones: the
+    # operator takeovers of `bench/takeover_rounds.py` (HG-DAgger). The base never sees them (it is
+    # the frozen π0.5 stand-in); the residual's π_BC, reward and critic do.
+    extra_demos: Path | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -116,6 +120,8 @@ class ExperimentConfig:
         if not 0.0 <= self.explore_temperature <= 1.0:
             raise ValueError(f"explore_temperature must be in [0, 1], got {self.explore_temperature}")
         check_calibration_offset(self.base_offset_m)
+        if self.extra_demos is not None and not (Path(self.extra_demos) / "zarr.json").is_file():
+            raise ValueError(f"extra_demos {self.extra_demos} is not an episode store (no zarr.json)")
 
     @property
     def task_dir(self) -> Path:
@@ -125,7 +131,10 @@ class ExperimentConfig:
     def tag(self) -> str:
         """Demo count, image size and base offset: names the run directories and the CSV."""
         tag = f"d{self.demos}" + (f"_img{self.image_size}" if self.image_size else "")
-        return tag + (f"_off{self.base_offset_m * 100:g}cm" if self.base_offset_m else "")
+        tag += f"_off{self.base_offset_m * 100:g}cm" if self.base_offset_m else ""
+        if self.extra_demos is not None:
+            tag += f"_plus{len(EpisodeStore.open(self.extra_demos).episode_indices())}"
+        return tag
 
     @property
     def csv_path(self) -> Path:
@@ -311,11 +320,16 @@ def run_one(
             if config.resume
             else f"{run_dir} exists: continue it with --resume, or move it away to run it again"
         )
+    extra = EpisodeStore.open(config.extra_demos) if config.extra_demos is not None else None
+    if extra is not None and extra.spec != demos.spec:
+        raise ValueError(f"{config.extra_demos}: spec {extra.spec} is not the demos' {demos.spec}")
     if resuming:
         store = EpisodeStore.open(run_dir / "episodes.zarr")
     else:
         store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec, exist_ok=False)
         copy_episodes(demos, store)
+        if extra is not None:
+            copy_episodes(extra, store)
     observation = "images" if config.image_size else config.learner.observation
     learner_cfg = config.learner.model_copy(
         update={"method": method, "seed": seed, "observation": observation}

@@ -22,6 +22,7 @@ from coirl_ros.experiment import (
     summarise,
 )
 from coirl_ros.policies.local_bc_base import LocalBCConfig
+from coirl_ros.sim.demos import generate_demos
 
 TINY_LEARNER = LearnerConfig.model_validate({
     "batch_size": 32,
@@ -136,3 +137,24 @@ def test_curves_keep_variant_labels_after_the_methods() -> None:
     got = {m: (list(steps), success.tolist()) for m, steps, success in curves(rows)}
     assert list(got) == ["csil", "csil beta 1"]  # methods first, then labels in order of appearance
     assert got["csil beta 1"] == ([0, 10], [[0.7, 0.8], [0.6, 0.6]])
+
+
+def test_extra_demonstrations_join_the_residuals_store_not_the_bases(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.zarr"
+    generate_demos("lift", 1, extra, action_mode="ee_delta", seed=100, progress=False)
+    config = replace(tiny_experiment(tmp_path / "out", env_steps=100), methods=("bc",), extra_demos=extra)
+    assert config.tag == "d2_plus1", "runs with other data get their own directories and CSV"
+    run_experiment(config)
+    store = EpisodeStore.open(tmp_path / "out" / "lift" / "bc_d2_plus1_s0" / "episodes.zarr")
+    metas = store.list_episodes()
+    assert [m.source for m in metas[:3]] == ["scripted"] * 3
+    np.testing.assert_array_equal(
+        store.read_episode(metas[2].index).data[ACTION], EpisodeStore.open(extra).read_episode(0).data[ACTION]
+    )
+    with pytest.raises(ValueError, match="not an episode store"):
+        replace(config, extra_demos=tmp_path / "nowhere")
+    joint = tmp_path / "joint.zarr"
+    generate_demos("lift", 1, joint, action_mode="joint", seed=100, progress=False)
+    with pytest.raises(ValueError, match="is not the demos'"):
+        run_experiment(replace(config, extra_demos=joint, out_dir=tmp_path / "joint_out"))
+    assert not (tmp_path / "joint_out" / "lift" / "bc_d2_plus1_s0").exists(), "refused before the run begins"
