@@ -157,7 +157,8 @@ def main() -> None:
             done = [row for row in collection if row["round"] == r]
             print(
                 f"  collection {r}: policy alone {sum(x['policy_success'] for x in done)}/{len(done)},"
-                f" takeovers {dict(reasons)}, expert finished {sum(x['expert_success'] for x in done)}",
+                f" takeovers {dict(reasons)}, expert finished {sum(x['expert_success'] for x in done)},"
+                f" {sum(x['env_steps'] for x in done)} env steps",
                 flush=True,
             )
             write_csv(collection, out / "collection.csv")

@@ -91,6 +91,7 @@ class TakeoverOutcome:
     reason: str | None
     expert_success: bool  # the expert finished after taking over
     frames: int  # takeover frames kept in the store (0 unless the expert finished)
+    env_steps: int  # steps the episode took, the policy's and the expert's
 
 
 def run_with_takeover(
@@ -117,7 +118,7 @@ def run_with_takeover(
     expert: WaypointExpert | None = None
     takeover_step, reason = None, None
     frames: list[dict[str, np.ndarray | float | bool]] = []
-    success = bool(info["success"])
+    success, steps = bool(info["success"]), 0
     for t in range(limit):
         if expert is None and t >= env.horizon:
             break
@@ -143,7 +144,7 @@ def run_with_takeover(
                 **{image_key(c): obs[c] for c in actor.cameras},
             })  # fmt: skip
         obs, reward, terminated, _, info = env.step(action)
-        success = bool(info["success"])
+        success, steps = bool(info["success"]), t + 1
         if expert is not None:
             frames[-1][REWARD], frames[-1][DONE] = reward, terminated
         if terminated:
@@ -163,4 +164,5 @@ def run_with_takeover(
         reason=reason,
         expert_success=success and expert is not None,
         frames=kept,
+        env_steps=steps,
     )

@@ -137,6 +137,7 @@ def test_a_takeover_keeps_the_experts_part_as_a_demonstration_with_the_bases_pro
     (meta,) = store.list_episodes()
     assert meta.source == "takeover" and meta.source in DEMO_SOURCES and meta.success is True
     assert meta.num_frames == outcome.frames > 100
+    assert outcome.env_steps == 40 + outcome.frames
     episode = store.read_episode(meta.index)
     assert episode.data[TIMESTAMP][0] == pytest.approx(40 * actor.env.dt), "the policy's steps are not kept"
     base_actions = episode.data[ACTION_BASE]
