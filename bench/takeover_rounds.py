@@ -10,7 +10,8 @@ with the same seed on everything, and evaluates it on the same evaluation seeds.
 round and collection seeds continue from its last round (whose π_BC is retrained and evaluated
 again, a check that the same data and seed give the same policy).
 
-Writes under `--out`/<task>/takeovers_<tag>_s<seed>/ (`--start-from`: <that name>_more/):
+Writes under `--out`/<task>/takeovers_<tag>_s<seed>/ (`--start-from`: <that name>_more/; a
+`--scale` other than 0.5 adds `_scale<x>` to either):
 `rounds.csv` (one row per round: success, takeover episodes and frames so far) and `collection.csv`
 (one row per collection episode: when and why the operator took over, whether the expert finished).
 One torch thread; on this 2-core machine a mug_cleanup round at 200 demonstrations takes about 10
@@ -89,6 +90,10 @@ def main() -> None:
     p.add_argument("--deadline", type=int, default=None, help="take over from a policy not done by this step")
     p.add_argument("--expert-noise", type=float, default=0.0, help="std (m) of the operator's TCP target")
     p.add_argument("--episodes", type=int, default=100, help="deterministic evaluation episodes per round")
+    p.add_argument(
+        "--scale", type=float, default=ExperimentConfig.scale,
+        help="residual scale: at 0.5 a base at its bound can be slowed, not turned back",
+    )  # fmt: skip
     p.add_argument("--start-from", type=Path, default=None, help="a previous run's directory to go on from")
     p.add_argument("--learner-config", type=Path, default=Path("bench/learner_cpu.yaml"))
     p.add_argument("--out", type=Path, default=Path("runs/bench_learn"), help="as coirl bench learn --out")
@@ -105,6 +110,7 @@ def main() -> None:
         base_offset_m=args.base_offset,
         learner=learner_cfg,
         out_dir=args.out,
+        scale=args.scale,
     )
     demos = prepare_demos(config)
     base = prepare_base(config, demos)
@@ -112,12 +118,13 @@ def main() -> None:
         base = miscalibrated(base, (0.0, args.base_offset, 0.0))
     trigger = TakeoverTrigger(saturated_steps=args.saturated_steps, deadline=args.deadline)
     tag = f"sat{args.saturated_steps}" + (f"_dl{args.deadline}" if args.deadline is not None else "")
-    out = args.out / args.task / f"takeovers_{tag}_s{args.seed}"
+    scale_tag = f"_scale{args.scale:g}" if args.scale != ExperimentConfig.scale else ""
+    out = args.out / args.task / f"takeovers_{tag}{scale_tag}_s{args.seed}"
     first_round = 0
     if args.start_from is not None:
         previous = read_csv(args.start_from / "rounds.csv")
         first_round = int(previous[-1]["round"])
-        out = args.start_from.with_name(args.start_from.name + "_more")
+        out = args.start_from.with_name(args.start_from.name + "_more" + scale_tag)
     shutil.rmtree(out, ignore_errors=True)
     takeovers = EpisodeStore.create(out / "takeovers.zarr", demos.spec)
     if args.start_from is not None:
@@ -140,6 +147,7 @@ def main() -> None:
                 "task": args.task, "demos": args.demos, "seed": args.seed, "round": r,
                 "takeover_episodes": n_takeovers, "takeover_frames": frames, "success": round(rate, 4),
                 "episodes": args.episodes, "trigger": tag, "expert_noise_m": args.expert_noise,
+                "scale": args.scale,
                 "seconds": round(time.perf_counter() - start, 1),
             })  # fmt: skip
             write_csv(rounds, out / "rounds.csv")
