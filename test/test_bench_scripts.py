@@ -183,3 +183,11 @@ def test_takeover_rounds_adds_the_operators_corrections_and_retrains(tmp_path: P
     frames = sum(int(r["frames"]) for r in collected)
     assert int(rounds[1]["takeover_frames"]) == frames > 0
     assert EpisodeStore.open(run / "round1" / "episodes.zarr").list_episodes()[-1].source == "takeover"
+
+    # The plot reads the same folder: one row per round in its table, one per collection round.
+    plotted = _bench(
+        BENCH / "plot_takeover_rounds.py", f"s0={run}", "--reference", "more demos=0.5",
+        "--out", tmp_path / "rounds.png", cwd=ROOT,
+    )  # fmt: skip
+    assert f"| s0 | {100 * float(rounds[0]['success']):.0f}% (0) → " in plotted
+    assert "| s0 | 0 | 2 | " in plotted and (tmp_path / "rounds.png").stat().st_size > 0
