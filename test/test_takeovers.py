@@ -19,6 +19,7 @@ from coirl_ros.sim.expert import WaypointExpert
 from coirl_ros.sim.task import free_pose
 from coirl_ros.sim.tasks import drawer, expert_plan, make_task, resume_plan
 from coirl_ros.sim.tasks.mug_cleanup import UPRIGHT_COS, mug_held
+from coirl_ros.sim.tasks.threading import FLAT_COS, RING_ZONE, needle_held, needle_sites, ring_pose, to_ring
 from coirl_ros.takeovers import TakeoverTrigger, TakeoverWatch, run_with_takeover
 
 NEVER = 10**6  # saturated_steps that no episode reaches: only the deadline triggers
@@ -94,6 +95,66 @@ def test_the_resume_plan_lets_go_and_stops_at_a_mug_on_its_side(mug_env: Manipul
         obs, *_ = mug_env.step(expert.act(obs))
     assert expert.done, "past what the expert can fix: it lets go, rises clear and ends the plan"
     assert mug_env.finger_opening() > 0.03
+
+
+@pytest.fixture(scope="module")
+def threading_env():
+    env = ManipulationEnv(make_task("threading"), EnvConfig(action_mode="ee_delta"))
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("cut", "held", "in_ring"),
+    [
+        (0, False, False),  # the reset
+        (75, True, False),  # lifting the needle
+        (100, True, False),  # above the ring, turned to it
+        (145, True, True),  # the tip entering the ring: drawn back out first
+    ],
+)
+def test_the_threading_resume_plan_finishes_from_any_point_of_the_experts_episode(
+    threading_env: ManipulationEnv, cut: int, held: bool, in_ring: bool
+) -> None:
+    env = threading_env
+    obs, _ = env.reset(seed=0)
+    expert = WaypointExpert(env, expert_plan("threading"), noise=0.002, seed=0)
+    expert.reset(0)
+    for _ in range(cut):
+        obs, *_ = env.step(expert.act(obs))
+    centre, yaw = ring_pose(env.model, env.data)
+    tip = to_ring(centre, yaw, needle_sites(env.model, env.data)[1])
+    at_ring = tip[0] > -0.03 and np.hypot(tip[1], tip[2]) < RING_ZONE
+    assert (needle_held(env), bool(at_ring)) == (held, in_ring), "the cut is not where this test means it"
+    expert = WaypointExpert(env, resume_plan("threading"), noise=0.002, seed=1)
+    expert.reset(0)
+    success = False
+    for _ in range(env.horizon):
+        obs, _, terminated, _, info = env.step(expert.act(obs))
+        if terminated:
+            success = bool(info["success"])
+            break
+    assert success
+
+
+def test_the_threading_resume_plan_lets_go_of_a_needle_it_cannot_pick_up(
+    threading_env: ManipulationEnv,
+) -> None:
+    env = threading_env
+    obs, _ = env.reset(seed=0)
+    env.task.place_solved(env.model, env.data)  # through the ring, tipped over onto it: not flat
+    for _ in range(50):
+        obs, *_ = env.step(np.zeros(7, np.float32))
+    assert env.data.xmat[env.model.body("needle").id][8] < FLAT_COS
+    expert = WaypointExpert(env, resume_plan("threading"))
+    expert.reset()
+    steps = 0
+    while not expert.done and steps < 200:
+        obs, *_ = env.step(expert.act(obs))
+        steps += 1
+    # Starting over from the needle would take well over 100 steps.
+    assert expert.done and steps < 60, "it lets go, rises clear and ends the plan"
+    assert env.finger_opening() > 0.03
 
 
 def test_tasks_without_a_resume_plan_say_so() -> None:

@@ -51,7 +51,8 @@ def ring_pose(model: mujoco.MjModel, data: mujoco.MjData) -> tuple[np.ndarray, f
     return data.mocap_pos[mocap] + np.array([0.0, 0.0, RING_HEIGHT]), yaw
 
 
-def _to_ring(centre: np.ndarray, yaw: float, point: np.ndarray) -> np.ndarray:
+def to_ring(centre: np.ndarray, yaw: float, point: np.ndarray) -> np.ndarray:
+    """`point` in the ring's frame: x along the ring's axis, z up, origin at the ring's centre."""
     c, s = np.cos(yaw), np.sin(yaw)
     x, y, z = point - centre
     return np.array([c * x + s * y, -s * x + c * y, z])
@@ -64,7 +65,7 @@ def needle_sites(model: mujoco.MjModel, data: mujoco.MjData) -> tuple[np.ndarray
 
 def threaded(model: mujoco.MjModel, data: mujoco.MjData) -> bool:
     centre, yaw = ring_pose(model, data)
-    root, tip = (_to_ring(centre, yaw, p) for p in needle_sites(model, data))
+    root, tip = (to_ring(centre, yaw, p) for p in needle_sites(model, data))
     if tip[0] < TIP_PAST or root[0] >= 0.0:
         return False
     cross = root + (tip - root) * (-root[0] / (tip[0] - root[0]))
@@ -163,10 +164,14 @@ def threading_plan(env: ManipulationEnv) -> Iterator[Waypoint]:
     yield Waypoint(grasp, yaw, OPEN, speed=0.15, settle=2)
     yield Waypoint(grasp, yaw, CLOSED, settle=6)
     yield Waypoint(offset(grasp, dz=SAFE_Z - grasp[2]), yaw, CLOSED, speed=0.2, tol=0.01)
+    yield from insert_held_needle(env, yaw, yaw + turn)
 
-    # Turn and carry at a safe height to above the pre-insertion pose, then re-read the needle in
-    # the hand for each of the next moves.
-    pre, pre_yaw = _insertion_pose(env, -PRE_INSERT, yaw + turn)
+
+def insert_held_needle(env: ManipulationEnv, yaw: float, yaw_near: float) -> Iterator[Waypoint]:
+    """With the needle held at a safe height and the wrist at `yaw`: turn and carry it (wrist near
+    `yaw_near`) to above the pre-insertion pose, line the shaft up with the ring in front of it, push
+    it through. Each move re-reads where the needle sits in the hand."""
+    pre, pre_yaw = _insertion_pose(env, -PRE_INSERT, yaw_near)
     settle = int(np.ceil(abs(pre_yaw - yaw) / 0.1))  # the expert turns the wrist 0.1 rad a step
     yield Waypoint(offset(pre, dz=SAFE_Z - pre[2]), pre_yaw, CLOSED, tol=0.01, settle=settle)
     pre, pre_yaw = _insertion_pose(env, -PRE_INSERT, pre_yaw)
@@ -177,5 +182,61 @@ def threading_plan(env: ManipulationEnv) -> Iterator[Waypoint]:
     yield Waypoint(end, end_yaw, CLOSED, speed=0.05, tol=0.003, settle=5)
 
 
+HELD_LIFT = 0.008  # m: the handle's centre this far above lying flat, next to a closed hand, is held
+HELD_REACH = 0.03  # m: from the TCP to the handle's centre within which the needle can be held
+FLAT_COS = np.cos(np.radians(10.0))  # a needle lying flat: its z axis within 10 degrees of vertical
+RING_ZONE = 0.05  # m: a tip this close to the ring's axis and past the pre-insertion plane is in it
+
+
+def needle_held(env: ManipulationEnv) -> bool:
+    """Whether the needle hangs in the gripper: lifted, its handle at the TCP, fingers not wide open."""
+    tcp, _ = env.tcp_pose()
+    handle = free_pose(env.model, env.data, "needle")[:3]
+    lifted = handle[2] > HANDLE_HALF[2] + HELD_LIFT
+    return bool(lifted and np.linalg.norm(handle - tcp) < HELD_REACH and env.finger_opening() < 0.9 * OPEN)
+
+
+def _wrist_yaw(env: ManipulationEnv) -> float:
+    """The TCP's yaw, on the branch the expert's yaws use (inside YAW_RANGE where it can be)."""
+    _, rot = env.tcp_pose()
+    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+    return yaw + 2 * np.pi if yaw < YAW_RANGE[0] else yaw
+
+
+def threading_resume_plan(env: ManipulationEnv) -> Iterator[Waypoint]:
+    """The expert's plan from wherever the episode stands: what an operator taking over mid-episode
+    does (HG-DAgger). Holding the needle: draw it back out of the ring along the ring's axis if the
+    tip is already at or in it, rise to the safe height, then turn, line up and push as from the
+    reset. Not holding it: let go, rise clear, and start over from the needle where it lies. A needle
+    not lying flat on the table (tipped onto the tripod, standing on its handle) is past what the
+    expert can fix: the plan is then empty."""
+    m, d = env.model, env.data
+    tcp, _ = env.tcp_pose()
+    yaw = _wrist_yaw(env)
+    if needle_held(env):
+        # The wrist's turn to the ring, taken the way round that stays inside what it reaches.
+        _, target = _insertion_pose(env, -PRE_INSERT, yaw)
+        target -= 2 * np.pi * (target > YAW_RANGE[1]) - 2 * np.pi * (target < YAW_RANGE[0])
+        centre, ring_yaw = ring_pose(m, d)
+        _, tip = needle_sites(m, d)
+        tip_ring = to_ring(centre, ring_yaw, tip)
+        if tip_ring[0] > -PRE_INSERT and np.hypot(tip_ring[1], tip_ring[2]) < RING_ZONE:
+            normal = np.array([np.cos(ring_yaw), np.sin(ring_yaw), 0.0])
+            back = tcp - normal * (tip_ring[0] + PRE_INSERT)
+            yield Waypoint(back, yaw, CLOSED, speed=0.05, tol=0.004, settle=2)
+            tcp = back
+        yield Waypoint(offset(tcp, dz=max(0.0, SAFE_Z - tcp[2])), yaw, CLOSED, speed=0.2, tol=0.01)
+        yield from insert_held_needle(env, yaw, target)
+        return
+    yield Waypoint(tcp, yaw, OPEN, settle=4)
+    yield Waypoint(offset(tcp, dz=max(0.0, SAFE_Z - tcp[2])), yaw, OPEN, speed=0.25, tol=0.015)
+    needle = free_pose(m, d, "needle")
+    flat = d.xmat[m.body("needle").id][8] > FLAT_COS
+    if not flat or abs(needle[2] - HANDLE_HALF[2]) > 0.005:
+        return
+    yield from threading_plan(env)
+
+
 TASK = ThreadingTask
 PLAN = threading_plan
+RESUME_PLAN = threading_resume_plan
