@@ -11,7 +11,7 @@ round and collection seeds continue from its last round (whose π_BC is retraine
 again, a check that the same data and seed give the same policy).
 
 Writes under `--out`/<task>/takeovers_<tag>_s<seed>/ (`--start-from`: <that name>_more/; a
-`--scale` other than 0.5 adds `_scale<x>` to either):
+`--scale` other than 0.5 adds `_scale<x>` to either, a `--takeover-weight` other than 1 `_w<k>`):
 `rounds.csv` (one row per round: success, takeover episodes and frames so far) and `collection.csv`
 (one row per collection episode: when and why the operator took over, whether the expert finished).
 One torch thread; on this 2-core machine a mug_cleanup round at 200 demonstrations takes about 10
@@ -58,12 +58,16 @@ def train_bc(
     stores: list[EpisodeStore],
     run_dir: Path,
     seed: int,
+    repeats: list[int] | None = None,
 ) -> ResidualPolicy:
-    """π_BC trained from scratch (seed `seed`) on every episode of `stores`, in a fresh `run_dir`."""
+    """π_BC trained from scratch (seed `seed`) on every episode of `stores`, in a fresh `run_dir`;
+    `repeats[i]` copies of store i's episodes (default one each), which weights them that much more
+    in π_BC's uniformly drawn batches."""
     shutil.rmtree(run_dir, ignore_errors=True)
     store = EpisodeStore.create(run_dir / "episodes.zarr", stores[0].spec)
-    for src in stores:
-        copy_episodes(src, store)
+    for src, times in zip(stores, repeats or [1] * len(stores), strict=True):
+        for _ in range(times):
+            copy_episodes(src, store)
     cfg = learner_cfg.model_copy(update={"method": "bc", "seed": seed})
     learner = Learner(
         cfg, store, "residual", config.scale, on_load=demo_base_filler(base, config.requery_every)
@@ -95,11 +99,16 @@ def main() -> None:
         help="residual scale: at 0.5 a base at its bound can be slowed, not turned back",
     )  # fmt: skip
     p.add_argument("--start-from", type=Path, default=None, help="a previous run's directory to go on from")
+    p.add_argument(
+        "--takeover-weight", type=int, default=1,
+        help="π_BC sees each takeover episode this many times (weighting the corrections against the"
+        " far more numerous demonstration frames, as IWR balances interventions)",
+    )  # fmt: skip
     p.add_argument("--learner-config", type=Path, default=Path("bench/learner_cpu.yaml"))
     p.add_argument("--out", type=Path, default=Path("runs/bench_learn"), help="as coirl bench learn --out")
     args = p.parse_args()
-    if args.rounds < 0 or args.collect < 1 or args.episodes < 1:
-        p.error("--rounds must be >= 0, --collect and --episodes >= 1")
+    if args.rounds < 0 or args.collect < 1 or args.episodes < 1 or args.takeover_weight < 1:
+        p.error("--rounds must be >= 0, --collect, --episodes and --takeover-weight >= 1")
 
     torch.set_num_threads(1)
     learner_cfg = load_config(args.learner_config, LearnerConfig)
@@ -118,13 +127,14 @@ def main() -> None:
         base = miscalibrated(base, (0.0, args.base_offset, 0.0))
     trigger = TakeoverTrigger(saturated_steps=args.saturated_steps, deadline=args.deadline)
     tag = f"sat{args.saturated_steps}" + (f"_dl{args.deadline}" if args.deadline is not None else "")
-    scale_tag = f"_scale{args.scale:g}" if args.scale != ExperimentConfig.scale else ""
-    out = args.out / args.task / f"takeovers_{tag}{scale_tag}_s{args.seed}"
+    variant_tag = f"_scale{args.scale:g}" if args.scale != ExperimentConfig.scale else ""
+    variant_tag += f"_w{args.takeover_weight}" if args.takeover_weight != 1 else ""
+    out = args.out / args.task / f"takeovers_{tag}{variant_tag}_s{args.seed}"
     first_round = 0
     if args.start_from is not None:
         previous = read_csv(args.start_from / "rounds.csv")
         first_round = int(previous[-1]["round"])
-        out = args.start_from.with_name(args.start_from.name + "_more" + scale_tag)
+        out = args.start_from.with_name(args.start_from.name + "_more" + variant_tag)
     shutil.rmtree(out, ignore_errors=True)
     takeovers = EpisodeStore.create(out / "takeovers.zarr", demos.spec)
     if args.start_from is not None:
@@ -139,7 +149,10 @@ def main() -> None:
     try:
         for r in range(first_round, first_round + args.rounds + 1):
             start = time.perf_counter()
-            policy = train_bc(learner_cfg, config, base, [demos, takeovers], out / f"round{r}", args.seed)
+            policy = train_bc(
+                learner_cfg, config, base, [demos, takeovers], out / f"round{r}", args.seed,
+                repeats=[1, args.takeover_weight],
+            )  # fmt: skip
             rate = actor.evaluate(policy, args.episodes)
             n_takeovers = len(takeovers.episode_indices())
             frames = sum(takeovers.read_meta(i).num_frames for i in takeovers.episode_indices())
@@ -147,7 +160,7 @@ def main() -> None:
                 "task": args.task, "demos": args.demos, "seed": args.seed, "round": r,
                 "takeover_episodes": n_takeovers, "takeover_frames": frames, "success": round(rate, 4),
                 "episodes": args.episodes, "trigger": tag, "expert_noise_m": args.expert_noise,
-                "scale": args.scale,
+                "scale": args.scale, "takeover_weight": args.takeover_weight,
                 "seconds": round(time.perf_counter() - start, 1),
             })  # fmt: skip
             write_csv(rounds, out / "rounds.csv")

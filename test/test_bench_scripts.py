@@ -168,11 +168,11 @@ def test_takeover_rounds_adds_the_operators_corrections_and_retrains(tmp_path: P
     printed = _bench(
         BENCH / "takeover_rounds.py", "--task", "mug_cleanup", "--demos", "2", "--base-steps", "30",
         "--rounds", "1", "--collect", "2", "--episodes", "1", "--saturated-steps", "1000000",
-        "--deadline", "30", "--learner-config", learner_yaml, "--out", tmp_path,
+        "--deadline", "30", "--takeover-weight", "2", "--learner-config", learner_yaml, "--out", tmp_path,
         cwd=ROOT,
     )  # fmt: skip
     assert "collection 0:" in printed
-    run = tmp_path / "mug_cleanup" / "takeovers_sat1000000_dl30_s0"
+    run = tmp_path / "mug_cleanup" / "takeovers_sat1000000_dl30_w2_s0"
     rounds = _csv(run / "rounds.csv")
     assert [r["round"] for r in rounds] == ["0", "1"]
     collected = _csv(run / "collection.csv")
@@ -182,7 +182,9 @@ def test_takeover_rounds_adds_the_operators_corrections_and_retrains(tmp_path: P
     assert (rounds[0]["takeover_episodes"], rounds[1]["takeover_episodes"]) == ("0", str(kept))
     frames = sum(int(r["frames"]) for r in collected)
     assert int(rounds[1]["takeover_frames"]) == frames > 0
-    assert EpisodeStore.open(run / "round1" / "episodes.zarr").list_episodes()[-1].source == "takeover"
+    trained_on = [e.source for e in EpisodeStore.open(run / "round1" / "episodes.zarr").list_episodes()]
+    assert trained_on.count("takeover") == 2 * kept, "--takeover-weight 2: each takeover twice"
+    assert len(trained_on) == 2 + 2 * kept
 
     # The plot reads the same folder: one row per round in its table, one per collection round.
     plotted = _bench(
