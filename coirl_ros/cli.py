@@ -244,6 +244,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
         base_offset_m=args.base_offset,
         resume=args.resume,
         extra_demos=Path(args.extra_demos) if args.extra_demos else None,
+        extra_demos_weight=args.extra_demos_weight,
     )
     csv_path = config.csv_path
     if not args.plot_only:
@@ -418,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-demos", default="",
         help="an episode store of further demonstrations for the residual (not the base), e.g. the"
         " operator takeovers bench/takeover_rounds.py collects; runs and CSV get a _plus<N> tag",
+    )  # fmt: skip
+    p.add_argument(
+        "--extra-demos-weight", type=int, default=1,
+        help="copies of --extra-demos in every run's store (as takeover_rounds --takeover-weight);"
+        " the tag becomes _plus<N>x<k>",
     )  # fmt: skip
     p.add_argument("--learner-config", default="", help="learner YAML (default: built-in defaults)")
     p.add_argument("--bc-steps", type=int, default=0, help="override bc.steps")

@@ -106,6 +106,9 @@ class ExperimentConfig:
     # operator takeovers of `bench/takeover_rounds.py` (HG-DAgger). The base never sees them (it is
     # the frozen π0.5 stand-in); the residual's π_BC, reward and critic do.
     extra_demos: Path | None = None
+    # Copies of `extra_demos` in the store (> 1 weights the corrections against the far more numerous
+    # scripted frames in every uniformly drawn batch, as IWR balances interventions).
+    extra_demos_weight: int = 1
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -122,6 +125,10 @@ class ExperimentConfig:
         check_calibration_offset(self.base_offset_m)
         if self.extra_demos is not None and not (Path(self.extra_demos) / "zarr.json").is_file():
             raise ValueError(f"extra_demos {self.extra_demos} is not an episode store (no zarr.json)")
+        if self.extra_demos_weight < 1:
+            raise ValueError(
+                f"extra_demos_weight is a number of copies (>= 1), got {self.extra_demos_weight}"
+            )
 
     @property
     def task_dir(self) -> Path:
@@ -134,6 +141,7 @@ class ExperimentConfig:
         tag += f"_off{self.base_offset_m * 100:g}cm" if self.base_offset_m else ""
         if self.extra_demos is not None:
             tag += f"_plus{len(EpisodeStore.open(self.extra_demos).episode_indices())}"
+            tag += f"x{self.extra_demos_weight}" if self.extra_demos_weight != 1 else ""
         return tag
 
     @property
@@ -328,7 +336,7 @@ def run_one(
     else:
         store = EpisodeStore.create(run_dir / "episodes.zarr", demos.spec, exist_ok=False)
         copy_episodes(demos, store)
-        if extra is not None:
+        for _ in range(config.extra_demos_weight if extra is not None else 0):
             copy_episodes(extra, store)
     observation = "images" if config.image_size else config.learner.observation
     learner_cfg = config.learner.model_copy(

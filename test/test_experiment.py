@@ -158,3 +158,10 @@ def test_extra_demonstrations_join_the_residuals_store_not_the_bases(tmp_path: P
     with pytest.raises(ValueError, match="is not the demos'"):
         run_experiment(replace(config, extra_demos=joint, out_dir=tmp_path / "joint_out"))
     assert not (tmp_path / "joint_out" / "lift" / "bc_d2_plus1_s0").exists(), "refused before the run begins"
+    weighted = replace(config, methods=("base",), extra_demos_weight=3, out_dir=tmp_path / "weighted")
+    assert weighted.tag == "d2_plus1x3"
+    run_experiment(weighted)
+    store = EpisodeStore.open(tmp_path / "weighted" / "lift" / "base_d2_plus1x3_s0" / "episodes.zarr")
+    assert [m.source for m in store.list_episodes()][:5] == ["scripted"] * 5, "2 demos, then 3 copies"
+    with pytest.raises(ValueError, match="number of copies"):
+        replace(config, extra_demos_weight=0)
