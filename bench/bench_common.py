@@ -44,6 +44,12 @@ def machine_info(extra: dict[str, str] | None = None) -> dict[str, str]:
     return info
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV file's rows as dicts of strings (the counterpart of `write_csv`)."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Rows (dicts with the same keys) to a CSV file, creating its folder; prints where."""
     path.parent.mkdir(parents=True, exist_ok=True)

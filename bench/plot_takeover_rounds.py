@@ -14,7 +14,6 @@ collection round held (takeovers, untriggered failures, how often the expert fin
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from bench_common import read_csv  # bench/ is on sys.path when run as a script
 from matplotlib.ticker import MaxNLocator
 
 
@@ -48,19 +48,12 @@ def parse_reference(text: str) -> tuple[str, float]:
     return label, rate
 
 
-def read(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def merged(dirs: list[Path], name: str) -> dict[int, list[dict[str, str]]]:
     """Rows of `name` from every dir by round; a round present in a later dir replaces the earlier."""
     by_round: dict[int, list[dict[str, str]]] = {}
     for d in dirs:
         mine: dict[int, list[dict[str, str]]] = {}
-        for row in read(d / name):
+        for row in read_csv(d / name) if (d / name).is_file() else []:
             mine.setdefault(int(row["round"]), []).append(row)
         by_round.update(mine)
     return dict(sorted(by_round.items()))

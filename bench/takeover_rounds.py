@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import shutil
 import time
 from pathlib import Path
 
 import torch
-from bench_common import write_csv  # bench/ is on sys.path when run as a script
+from bench_common import read_csv, write_csv  # bench/ is on sys.path when run as a script
 
 from coirl_ros.configs import LearnerConfig, load_config
 from coirl_ros.control.demo_base import demo_base_filler
@@ -44,11 +43,6 @@ from coirl_ros.policies.local_bc_base import LocalBCConfig, miscalibrated
 from coirl_ros.takeovers import TakeoverTrigger, TakeoverWatch, run_with_takeover
 
 COLLECT_SEED0 = 30000  # collection seeds: clear of the demonstrations' (0..) and the evaluation's (10000..)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def train_bc(

@@ -184,6 +184,11 @@ class ManipulationEnv(gym.Env):
     def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.site_xpos[self._tcp].copy(), self.data.site_xmat[self._tcp].reshape(3, 3).copy()
 
+    def tcp_yaw(self) -> float:
+        """The TCP's yaw about the world z axis (rad, in (-pi, pi])."""
+        _, rot = self.tcp_pose()
+        return float(np.arctan2(rot[1, 0], rot[0, 0]))
+
     def finger_opening(self) -> float:
         """How far one finger stands open (m): FINGER_OPEN wide open, 0 closed on nothing."""
         return float(self.data.qpos[self._finger])

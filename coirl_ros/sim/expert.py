@@ -64,8 +64,8 @@ class WaypointExpert:
         if episode_seed is not None:
             self.rng = np.random.default_rng([self.base_seed or 0, episode_seed])
         self._waypoints = self.plan(self.env)
-        self._carrot, rot = self.env.tcp_pose()
-        self._yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+        self._carrot, _ = self.env.tcp_pose()
+        self._yaw = self.env.tcp_yaw()
         self._gripper = OPEN
         self.done = False
         self._next()

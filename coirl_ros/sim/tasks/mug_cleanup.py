@@ -114,8 +114,8 @@ def mug_cleanup_resume_plan(env: ManipulationEnv) -> Iterator[Waypoint]:
     already in it, or open the drawer as far as still missing and stow the mug. A mug lying on its
     side is past what the expert can fix: the plan is then empty."""
     model, data = env.model, env.data
-    tcp, rot = env.tcp_pose()
-    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+    tcp, _ = env.tcp_pose()
+    yaw = env.tcp_yaw()
     clear_z = max(tcp[2], drawer.CARRY_Z)
     if mug_held(env):
         yield Waypoint(offset(tcp, dz=clear_z - tcp[2]), yaw, CLOSED, speed=0.2, tol=0.01, max_steps=60)

@@ -104,14 +104,9 @@ def sample_clear_xy(
 
 
 # ---- expert --------------------------------------------------------------------------------------
-def _gripper_yaw(env: ManipulationEnv) -> float:
-    _, rot = env.tcp_pose()
-    return float(np.arctan2(rot[1, 0], rot[0, 0]))
-
-
 def _turn_steps(env: ManipulationEnv, yaw: float) -> int:
     """Control steps the expert's wrist still needs to reach `yaw` (it turns 0.1 rad a step)."""
-    return int(np.ceil(abs(yaw - _gripper_yaw(env)) / 0.1)) + 2
+    return int(np.ceil(abs(yaw - env.tcp_yaw()) / 0.1)) + 2
 
 
 def pick_nut(env: ManipulationEnv, nut: str) -> Iterator[Waypoint]:
@@ -120,7 +115,7 @@ def pick_nut(env: ManipulationEnv, nut: str) -> Iterator[Waypoint]:
     nut_yaw = yaw_of(pose[3:])
     handle = pose[:2] + rot2(nut_yaw) @ [HANDLE_X, 0.0]
     # TCP x along the handle, either way round: the turn from the wrist's yaw now that stays in range.
-    base, now = grasp_yaw(nut_yaw, np.pi), _gripper_yaw(env)
+    base, now = grasp_yaw(nut_yaw, np.pi), env.tcp_yaw()
     options = [y for y in (base - np.pi, base, base + np.pi) if abs(y) <= MAX_WRIST_YAW]
     yaw = min(options, key=lambda y: abs(y - now))
     grasp = np.array([handle[0], handle[1], GRASP_Z])
@@ -138,7 +133,7 @@ def _aligned(env: ManipulationEnv, nut: str, peg_xy: np.ndarray, nut_yaw: float 
     """TCP xy and yaw that put the held nut's centre on `peg_xy` with yaw `nut_yaw` (None: keep the
     wrist's yaw), from the nut's pose in the hand now; and the TCP height above the nut's bottom."""
     tcp, _ = env.tcp_pose()
-    gyaw = _gripper_yaw(env)
+    gyaw = env.tcp_yaw()
     pose = free_pose(env.model, env.data, nut)
     cur = yaw_of(pose[3:])
     in_nut = rot2(-cur) @ (tcp[:2] - pose[:2])  # the TCP in the nut's frame
@@ -161,7 +156,7 @@ def place_nut(env: ManipulationEnv, nut: str, peg: str, symmetry: float | None) 
     if symmetry is not None:
         # Of the nut yaws that fit the peg, the one needing the smallest wrist turn within range.
         cur = yaw_of(free_pose(env.model, env.data, nut)[3:])
-        gyaw = _gripper_yaw(env)
+        gyaw = env.tcp_yaw()
         options = [peg_yaw + k * symmetry for k in range(-8, 9)]
         options = [y for y in options if abs(gyaw + wrap(y - cur)) <= MAX_WRIST_YAW] or options
         nut_yaw = min(options, key=lambda y: abs(wrap(y - cur)))

@@ -198,8 +198,7 @@ def needle_held(env: ManipulationEnv) -> bool:
 
 def _wrist_yaw(env: ManipulationEnv) -> float:
     """The TCP's yaw, on the branch the expert's yaws use (inside YAW_RANGE where it can be)."""
-    _, rot = env.tcp_pose()
-    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+    yaw = env.tcp_yaw()
     return yaw + 2 * np.pi if yaw < YAW_RANGE[0] else yaw
 
 
