@@ -10,8 +10,9 @@ with the same seed on everything, and evaluates it on the same evaluation seeds.
 round and collection seeds continue from its last round (whose π_BC is retrained and evaluated
 again, a check that the same data and seed give the same policy).
 
-Writes under `--out`/<task>/takeovers_<tag>_s<seed>/ (`--start-from`: <that name>_more/; a
-`--scale` other than 0.5 adds `_scale<x>` to either, a `--takeover-weight` other than 1 `_w<k>`):
+Writes under `--out`/<task>/takeovers_<trigger>_s<seed>/ (`--start-from`: <that name>_more/; a
+`--scale` other than 0.5 adds `_scale<x>` to either, a `--takeover-weight` other than 1
+`_w<k>`, a `--tag` `_<tag>`):
 `rounds.csv` (one row per round: success, takeover episodes and frames so far) and `collection.csv`
 (one row per collection episode: when and why the operator took over, whether the expert finished).
 One torch thread; on this 2-core machine a mug_cleanup round at 200 demonstrations takes about 10
@@ -98,6 +99,9 @@ def main() -> None:
         help="π_BC sees each takeover episode this many times (weighting the corrections against the"
         " far more numerous demonstration frames, as IWR balances interventions)",
     )  # fmt: skip
+    p.add_argument(
+        "--tag", default="", help="appended to the run directory's name: probes of one run side by side"
+    )
     p.add_argument("--learner-config", type=Path, default=Path("bench/learner_cpu.yaml"))
     p.add_argument("--out", type=Path, default=Path("runs/bench_learn"), help="as coirl bench learn --out")
     args = p.parse_args()
@@ -123,6 +127,7 @@ def main() -> None:
     tag = f"sat{args.saturated_steps}" + (f"_dl{args.deadline}" if args.deadline is not None else "")
     variant_tag = f"_scale{args.scale:g}" if args.scale != ExperimentConfig.scale else ""
     variant_tag += f"_w{args.takeover_weight}" if args.takeover_weight != 1 else ""
+    variant_tag += f"_{args.tag}" if args.tag else ""
     out = args.out / args.task / f"takeovers_{tag}{variant_tag}_s{args.seed}"
     first_round = 0
     if args.start_from is not None:

@@ -485,3 +485,26 @@ def test_bc_ensemble_distils_the_fits_mean_action_and_keeps_the_demonstrators_sp
 def test_bc_ensemble_is_for_state_policies() -> None:
     with pytest.raises(ValueError, match=r"bc\.ensemble"):
         _config(method="bc", observation="images", bc=SMALL["bc"] | {"ensemble": 2})
+
+
+def test_bc_weight_average_ends_each_fit_on_the_average_of_its_iterates(demo_store: EpisodeStore) -> None:
+    bc = SMALL["bc"] | {"steps": 300}
+
+    def fit(decay: float) -> tuple[Learner, torch.Tensor, torch.Tensor]:
+        learner = Learner(_config(method="bc", bc=bc | {"weight_average": decay}), demo_store, scale=SCALE)
+        start = torch.nn.utils.parameters_to_vector(learner.bc_policy.parameters()).detach().clone()
+        learner.pretrain()
+        return learner, start, torch.nn.utils.parameters_to_vector(learner.bc_policy.parameters()).detach()
+
+    last, start_last, end_last = fit(0.0)
+    _, start_frozen, end_frozen = fit(0.9999)  # 0.9999^300 = 0.97: the average is mostly the start
+    averaged, _, end_averaged = fit(0.95)  # about the last 20 of 300 steps
+    assert torch.equal(start_last, start_frozen), "same seed, same initial weights"
+    moved = float((end_last - start_last).norm())
+    assert float((end_frozen - start_frozen).norm()) < 0.1 * moved
+    assert not torch.equal(end_averaged, end_last)
+    demo = last._tensors(last.sampler.sample(512, np.random.default_rng(4), "demo"))
+    with torch.no_grad():
+        err_last = float((last.bc_policy(demo["x"]).mode() - demo["u"]).abs().mean())
+        err_averaged = float((averaged.bc_policy(demo["x"]).mode() - demo["u"]).abs().mean())
+    assert err_averaged < max(1.5 * err_last, 0.05), (err_averaged, err_last)

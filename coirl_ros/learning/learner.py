@@ -486,15 +486,28 @@ class Learner:
         phase: str,
         progress: Callable[[str, int, int, Metrics], None] | None,
     ) -> Metrics:
-        """`steps` optimiser steps of π_BC on `loss()` (a fresh batch each call); reports every 100."""
+        """`steps` optimiser steps of π_BC on `loss()` (a fresh batch each call); reports every 100.
+        With `bc.weight_average` the trained weights (π_BC's, and the encoder's in image mode) end as
+        their exponential moving average over the steps."""
+        decay = self.config.bc.weight_average
+        params = [p for group in self.bc_optim.param_groups for p in group["params"]]
+        averaged = [p.detach().clone() for p in params] if decay and steps else None
         metrics: Metrics = {}
         for step in range(1, steps + 1):
             value, m = loss()
             self.bc_optim.zero_grad(set_to_none=True)
             value.backward()
             self.bc_optim.step()
+            if averaged is not None:
+                with torch.no_grad():
+                    for avg, p in zip(averaged, params, strict=True):
+                        avg.lerp_(p, 1.0 - decay)
             self.state.bc_steps += 1
             metrics = _report_every_100(progress, phase, step, steps, m) or metrics
+        if averaged is not None:
+            with torch.no_grad():
+                for p, avg in zip(params, averaged, strict=True):
+                    p.copy_(avg)
         return metrics
 
     def _fit_bc_ensemble(
