@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +42,24 @@ def _stage(env: ManipulationEnv) -> str:
     return "on table"
 
 
-def _expert_then_resume(env: ManipulationEnv, seed: int, cut: int) -> tuple[str, float, bool]:
+def _expert_then_resume[T](
+    env: ManipulationEnv, task: str, seed: int, cut: int, probe: Callable[[], T]
+) -> tuple[T, bool]:
     """The task's own expert for `cut` steps, then a fresh resume-plan expert from that state;
-    returns where the mug was and how far the drawer was open at the cut, and the success."""
+    returns `probe()` at the cut (where the test means the cut to be) and the episode's success."""
     obs, _ = env.reset(seed=seed)
-    expert = WaypointExpert(env, expert_plan("mug_cleanup"), noise=0.002, seed=0)
+    expert = WaypointExpert(env, expert_plan(task), noise=0.002, seed=0)
     expert.reset(seed)
-    stage, opening = "", 0.0
+    at_cut = probe()
     for t in range(env.horizon):
         if t == cut:
-            stage, opening = _stage(env), drawer.opening(env.model, env.data)
-            expert = WaypointExpert(env, resume_plan("mug_cleanup"), noise=0.002, seed=1)
+            at_cut = probe()
+            expert = WaypointExpert(env, resume_plan(task), noise=0.002, seed=1)
             expert.reset(seed)
         obs, _, terminated, truncated, info = env.step(expert.act(obs))
         if terminated or truncated:
-            return stage, opening, bool(info["success"])
-    return stage, opening, False
+            return at_cut, bool(info["success"])
+    return at_cut, False
 
 
 @pytest.mark.parametrize(
@@ -74,8 +77,11 @@ def _expert_then_resume(env: ManipulationEnv, seed: int, cut: int) -> tuple[str,
 def test_the_resume_plan_finishes_from_any_point_of_the_experts_episode(
     mug_env: ManipulationEnv, cut: int, stage: str, drawer_open: bool
 ) -> None:
-    at_cut, opening, success = _expert_then_resume(mug_env, seed=3, cut=cut)
-    assert (at_cut, opening > 0.2) == (stage, drawer_open), "the cut is not where this test means it"
+    def probe() -> tuple[str, bool]:
+        return _stage(mug_env), drawer.opening(mug_env.model, mug_env.data) > 0.2
+
+    at_cut, success = _expert_then_resume(mug_env, "mug_cleanup", seed=3, cut=cut, probe=probe)
+    assert at_cut == (stage, drawer_open), "the cut is not where this test means it"
     assert success
 
 
@@ -117,23 +123,14 @@ def test_the_threading_resume_plan_finishes_from_any_point_of_the_experts_episod
     threading_env: ManipulationEnv, cut: int, held: bool, in_ring: bool
 ) -> None:
     env = threading_env
-    obs, _ = env.reset(seed=0)
-    expert = WaypointExpert(env, expert_plan("threading"), noise=0.002, seed=0)
-    expert.reset(0)
-    for _ in range(cut):
-        obs, *_ = env.step(expert.act(obs))
-    centre, yaw = ring_pose(env.model, env.data)
-    tip = to_ring(centre, yaw, needle_sites(env.model, env.data)[1])
-    at_ring = tip[0] > -0.03 and np.hypot(tip[1], tip[2]) < RING_ZONE
-    assert (needle_held(env), bool(at_ring)) == (held, in_ring), "the cut is not where this test means it"
-    expert = WaypointExpert(env, resume_plan("threading"), noise=0.002, seed=1)
-    expert.reset(0)
-    success = False
-    for _ in range(env.horizon):
-        obs, _, terminated, _, info = env.step(expert.act(obs))
-        if terminated:
-            success = bool(info["success"])
-            break
+
+    def probe() -> tuple[bool, bool]:
+        centre, yaw = ring_pose(env.model, env.data)
+        tip = to_ring(centre, yaw, needle_sites(env.model, env.data)[1])
+        return needle_held(env), bool(tip[0] > -0.03 and np.hypot(tip[1], tip[2]) < RING_ZONE)
+
+    at_cut, success = _expert_then_resume(env, "threading", seed=0, cut=cut, probe=probe)
+    assert at_cut == (held, in_ring), "the cut is not where this test means it"
     assert success
 
 
