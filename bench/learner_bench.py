@@ -44,6 +44,13 @@ How to run
     .venv/bin/python bench/learner_bench.py --quick          # smoke run, ~30 s
     .venv/bin/python bench/learner_bench.py --threads 2 --repeats 7 --block-seconds 2
     .venv/bin/python bench/learner_bench.py --no-lerobot --no-profile --csv out.csv
+    python bench/learner_bench.py --device cuda --threads 1 --no-profile \
+        --csv bench/results/learner_bench_cuda.csv     # on a GPU: every candidate on the device
+
+With `--device cuda` every network, batch and optimiser lives on the GPU; each timed block ends
+with `torch.cuda.synchronize()`, so it counts the kernels' work and not only their launch. Our
+learner still samples its batches from the zarr-backed store on the CPU and copies them over,
+as it does when it trains.
 """
 
 from __future__ import annotations
@@ -164,7 +171,9 @@ class PlainSAC:
                 target.lerp_(online, self.tau)
 
 
-def lerobot_sac(obs_dim: int, action_dim: int, hidden: list[int], batch_size: int) -> tuple[Callable, str]:
+def lerobot_sac(
+    obs_dim: int, action_dim: int, hidden: list[int], batch_size: int, device: str = "cpu"
+) -> tuple[Callable, str]:
     """LeRobot's SAC built as its learner builds it; returns (run(n), version)."""
     import lerobot
     from lerobot.configs.types import FeatureType, PolicyFeature
@@ -180,23 +189,24 @@ def lerobot_sac(obs_dim: int, action_dim: int, hidden: list[int], batch_size: in
     policy_cfg = GaussianActorConfig(
         input_features={"observation.state": PolicyFeature(FeatureType.STATE, (obs_dim,))},
         output_features={"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
-        device="cpu",
+        device=device,
         actor_network_kwargs=ActorNetworkConfig(hidden_dims=list(hidden)),
     )
-    policy = GaussianActorPolicy(policy_cfg)
+    policy = GaussianActorPolicy(policy_cfg).to(device)
     policy.train()
     algo_cfg = SACAlgorithmConfig.from_policy_config(policy_cfg)
     algo_cfg.critic_network_kwargs = CriticNetworkConfig(hidden_dims=list(hidden))
     algorithm = make_algorithm(algo_cfg, policy)
     algorithm.make_optimizers_and_scheduler()
     b = batch_size
-    batch = {
-        "state": {"observation.state": torch.randn(b, obs_dim)},
-        "next_state": {"observation.state": torch.randn(b, obs_dim)},
-        "action": torch.rand(b, action_dim) * 2 - 1,
-        "reward": torch.randn(b),
-        "done": torch.zeros(b),
-    }
+    with torch.device(device):
+        batch = {
+            "state": {"observation.state": torch.randn(b, obs_dim)},
+            "next_state": {"observation.state": torch.randn(b, obs_dim)},
+            "action": torch.rand(b, action_dim) * 2 - 1,
+            "reward": torch.randn(b),
+            "done": torch.zeros(b),
+        }
     batches = itertools.repeat(batch)
 
     def run(n: int) -> None:
@@ -239,7 +249,13 @@ def build_store(root: Path, episodes: int, frames: int, seed: int = 0) -> Episod
 
 
 def make_learner(
-    store: EpisodeStore, method: str, critic: str, critic_hidden: int, features: int, n_step: int = 1
+    store: EpisodeStore,
+    method: str,
+    critic: str,
+    critic_hidden: int,
+    features: int,
+    n_step: int = 1,
+    device: str = "cpu",
 ) -> Learner:
     cfg = LearnerConfig(
         method=method,
@@ -248,12 +264,12 @@ def make_learner(
         bc={"hidden_sizes": [256, 256], "num_features": features, "steps": 5},
         critic={"kind": critic, "hidden_sizes": [critic_hidden, critic_hidden], "pretrain_steps": 3},
     )
-    learner = Learner(cfg, store, composition="residual", scale=SCALE)
+    learner = Learner(cfg, store, composition="residual", scale=SCALE, device=device)
     learner.pretrain()
     return learner
 
 
-def learner_candidates(store: EpisodeStore, quick: bool) -> list[Candidate]:
+def learner_candidates(store: EpisodeStore, quick: bool, device: str = "cpu") -> list[Candidate]:
     variants = [  # method, critic kind, critic width, HetStat num_features, n-step
         ("csil", "xqc", 256, 256, 1),
         ("csil", "layernorm_mlp", 256, 256, 1),
@@ -272,7 +288,7 @@ def learner_candidates(store: EpisodeStore, quick: bool) -> list[Candidate]:
     out = []
     sampler_owner: Learner | None = None
     for method, kind, width, feats, n_step in variants:
-        learner = make_learner(store, method, kind, width, feats, n_step)
+        learner = make_learner(store, method, kind, width, feats, n_step, device)
         default = " (default)" if (width, feats, n_step) == (512, 256, 1) else ""
         steps = f" n-step {n_step}" if n_step > 1 else ""
         out.append(
@@ -302,11 +318,18 @@ def learner_candidates(store: EpisodeStore, quick: bool) -> list[Candidate]:
 
 
 # ---- timing ------------------------------------------------------------------------------------------
-def measure(cands: list[Candidate], threads: int, repeats: int, warmup: int, block_s: float, log) -> None:
+def measure(
+    cands: list[Candidate], threads: int, repeats: int, warmup: int, block_s: float, log, device: str = "cpu"
+) -> None:
     torch.set_num_threads(threads)
+    # CUDA kernels run asynchronously: without a sync a block would time their launch only.
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for c in cands:  # warm-up, also sizes each candidate's timed block to ~block_s
+        c.run(warmup)  # the first updates on a GPU also pay kernel selection and caching
+        sync()
         t0 = time.perf_counter()
         c.run(warmup)
+        sync()
         per_update = (time.perf_counter() - t0) / warmup
         c.block[threads] = max(2, round(block_s / per_update))
         c.speeds[threads] = []
@@ -317,6 +340,7 @@ def measure(cands: list[Candidate], threads: int, repeats: int, warmup: int, blo
             n = c.block[threads]
             t0 = time.perf_counter()
             c.run(n)
+            sync()
             c.speeds[threads].append(n / (time.perf_counter() - t0))
         log(f"  repeat {r + 1}/{repeats} done")
 
@@ -378,8 +402,11 @@ def main() -> None:
     ap.add_argument("--no-lerobot", action="store_true", help="skip LeRobot's SAC")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 of our variants, short blocks")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where every candidate runs")
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     args = ap.parse_args()
+    if args.device != "cpu" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device} asked for, but torch sees no CUDA device")
     if args.quick:
         args.repeats, args.block_seconds, args.warmup, args.profile_updates = 2, 0.3, 2, 2
     thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
@@ -398,7 +425,7 @@ def main() -> None:
         lerobot_version = "not run"
         hidden = [256, 256]
         if not args.no_lerobot:
-            run, lerobot_version = lerobot_sac(40, ACTION_DIM, hidden, BATCH)
+            run, lerobot_version = lerobot_sac(40, ACTION_DIM, hidden, BATCH, args.device)
             cands.append(
                 Candidate(
                     "lerobot sac",
@@ -408,7 +435,8 @@ def main() -> None:
                     run,
                 )
             )
-        plain = PlainSAC(40, ACTION_DIM, hidden, BATCH)
+        with torch.device(args.device):
+            plain = PlainSAC(40, ACTION_DIM, hidden, BATCH)
         cands.append(
             Candidate(
                 "plain sac",
@@ -419,17 +447,17 @@ def main() -> None:
             )
         )
         t0 = time.perf_counter()
-        cands += learner_candidates(store, args.quick)
+        cands += learner_candidates(store, args.quick, args.device)
         log(
             f"built and pre-trained {len(cands) - 1 - (not args.no_lerobot)} learners in"
             f" {time.perf_counter() - t0:.1f} s"
         )
         for threads in thread_counts:
             log(f"timing at {threads} thread(s)")
-            measure(cands, threads, args.repeats, args.warmup, args.block_seconds, log)
+            measure(cands, threads, args.repeats, args.warmup, args.block_seconds, log, args.device)
         prof_text = ""
         if not args.no_profile:
-            learner = make_learner(store, "csil", "xqc", 256, 256)
+            learner = make_learner(store, "csil", "xqc", 256, 256, device=args.device)
             prof_text = profile_update(learner, args.profile_updates, args.profile_threads)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -439,6 +467,8 @@ def main() -> None:
             "torch": torch.__version__,
             "lerobot": lerobot_version,
             "platform": platform.platform(),
+            "device": args.device
+            + (f" ({torch.cuda.get_device_name(0)})" if args.device.startswith("cuda") else ""),
             "batch": str(BATCH),
             "obs/policy input dim": "40",
             "action dim": str(ACTION_DIM),
@@ -463,6 +493,7 @@ def main() -> None:
                     "method": c.method,
                     "critic": c.critic,
                     "sizes": c.sizes,
+                    "device": args.device,
                     "threads": threads,
                     "updates_per_s_median": round(med, 3),
                     "updates_per_s_min": round(min(s), 3),

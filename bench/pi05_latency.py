@@ -5,13 +5,16 @@ What is measured
 LeRobot 0.6.1's real `PI05Policy`, randomly initialised (weights do not change the arithmetic):
 
 - on a CUDA device: the full-size architecture (PaliGemma gemma_2b + gemma_300m action expert +
-  SigLIP So400m at 224x224, ~3B parameters), built directly on the GPU, in bfloat16 and float32,
+  SigLIP So400m at 224x224; 4.14B parameters as built, 3.35B without the two unused LM heads),
+  built directly on the GPU, in bfloat16 and float32,
   with 1, 2 and 3 cameras. One sample = one `predict_action_chunk` call (SigLIP on every image,
   the 200-token prompt prefix, then 10 flow-matching steps of the expert over a 50-step chunk),
   timed with CUDA synchronisation, from a batch already on the device. The prompt is random
   token ids at LeRobot's padded length (200): the PaliGemma tokenizer is gated and not needed for
-  timing; tokenising and normalising cost well under a millisecond on the CPU. Peak GPU memory per
-  configuration is reported too;
+  timing; tokenising and normalising cost well under a millisecond on the CPU. GPU memory per
+  configuration is reported too: the weights, the peak while building and the peak within a call.
+  `--compile MODE` turns on LeRobot's `compile_model` (torch.compile of the sampler) in that mode;
+  the first call, which pays the compilation, is timed on its own (`first_call_s`);
 - without a GPU: the *miniature* pi0.5 the tests use (coirl_ros/policies/pi05_miniature.py, ~41M
   parameters, toy widths, 32x32 images), the same code at toy size, saved as a checkpoint and
   loaded through the product's loader. Two paths: "model" (`predict_action_chunk` on a
@@ -26,11 +29,13 @@ How to run
     .venv/bin/python bench/pi05_latency.py                 # GPU if present, else the miniature on CPU
     .venv/bin/python bench/pi05_latency.py --iters 50 --cameras 1 3 --dtypes bfloat16
     .venv/bin/python bench/pi05_latency.py --miniature     # the miniature even on a GPU
+    python bench/pi05_latency.py --cameras 1 --dtypes bfloat16 --compile reduce-overhead
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -56,8 +61,9 @@ CAMERAS = ("front", "wrist", "side")
 STATE_DIM, ACTION_DIM = 8, 7
 
 
-def full_size_model(cameras: int, dtype: str, device: str) -> Any:
-    """The real pi0.5 architecture, random weights, built on `device`."""
+def full_size_model(cameras: int, dtype: str, device: str, compile_mode: str | None = None) -> Any:
+    """The real pi0.5 architecture, random weights, built on `device`; `compile_mode` turns on
+    LeRobot's own `compile_model` (torch.compile of the sampling loop) in that mode."""
     from lerobot.configs import FeatureType, PolicyFeature
     from lerobot.policies.pi05.configuration_pi05 import PI05Config
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
@@ -69,6 +75,8 @@ def full_size_model(cameras: int, dtype: str, device: str) -> Any:
         device=device,
         input_features=inputs,
         output_features={ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
+        compile_model=compile_mode is not None,
+        compile_mode=compile_mode or PI05Config.compile_mode,
     )
     with torch.device(device):  # allocate on the GPU directly: 3B parameters on the CPU take minutes
         return PI05Policy(config).eval()
@@ -119,16 +127,26 @@ def row(arch: str, path: str, dtype: str, cameras: int, device: str, secs: np.nd
 
 def bench_full_size(args: argparse.Namespace, rng: np.random.Generator) -> list[dict]:
     rows = []
+    gib = 2**30
     for dtype in args.dtypes:
         for cams in args.cameras:
+            gc.collect()  # the previous configuration's model must be gone before this one's memory is read
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            policy = full_size_model(cams, dtype, "cuda")
+            policy = full_size_model(cams, dtype, "cuda", args.compile)
             params = sum(p.numel() for p in policy.parameters())
+            torch.cuda.synchronize()
+            weights, build_peak = torch.cuda.memory_allocated() / gib, torch.cuda.max_memory_allocated() / gib
             batch = model_batch(policy, "cuda", rng)
             call = {"model": lambda p=policy, b=batch: p.predict_action_chunk(b)}
+            # The first call pays torch.compile's tracing and autotuning when --compile is on.
+            start = time.perf_counter()
+            call["model"]()
+            torch.cuda.synchronize()
+            first_s = time.perf_counter() - start
+            torch.cuda.reset_peak_memory_stats()
             secs = time_calls(call, args.iters, args.warmup, "cuda")["model"]
-            peak = torch.cuda.max_memory_allocated() / 2**30
+            peak = torch.cuda.max_memory_allocated() / gib  # weights + what one chunk call adds
             rows.append(
                 row(
                     "full",
@@ -138,11 +156,15 @@ def bench_full_size(args: argparse.Namespace, rng: np.random.Generator) -> list[
                     "cuda",
                     secs,
                     params_m=round(params / 1e6),
+                    compile=args.compile or "off",
+                    first_call_s=round(first_s, 1),
+                    weights_gib=round(weights, 2),
+                    build_peak_gib=round(build_peak, 2),
                     peak_gib=round(peak, 2),
                 )
             )
             print_row(rows[-1])
-            del policy, batch
+            del policy, batch, call
     return rows
 
 
@@ -192,7 +214,12 @@ def bench_miniature(args: argparse.Namespace, rng: np.random.Generator) -> list[
 
 
 def print_row(r: dict) -> None:
-    extra = f"  peak {r['peak_gib']} GiB" if "peak_gib" in r else ""
+    extra = ""
+    if "peak_gib" in r:
+        extra = (
+            f"  weights {r['weights_gib']} GiB, peak in a call {r['peak_gib']} GiB (while building"
+            f" {r['build_peak_gib']}), first call {r['first_call_s']} s, compile {r['compile']}"
+        )
     print(
         f"  {r['arch']:<9} {r['path']:<7} {r['dtype']:<8} cams {r['cameras']}  p50 {r['p50_ms']:8.1f} ms"
         f"  p99 {r['p99_ms']:8.1f} ms  ({r['params_m']}M params, {r['iters']} calls){extra}",
@@ -210,6 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--miniature", action="store_true", help="time the miniature even when a GPU is present"
+    )
+    parser.add_argument(
+        "--compile",
+        default=None,
+        help="GPU only: LeRobot's compile_model in this torch.compile mode (default, reduce-overhead, ...)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--csv", type=Path, default=ROOT / "bench" / "results" / "pi05_latency.csv")
