@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ def machine_info(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
     info.update(extra or {})
     return info
+
+
+def device_sync(device: str) -> Callable[[], None]:
+    """What a timer calls before reading the clock: CUDA kernels run asynchronously, so without a
+    synchronise a timed block on a GPU would count their launch only. A no-op on the CPU."""
+    if not device.startswith("cuda"):
+        return lambda: None
+    import torch  # only the GPU path needs it; the other helpers here stay torch-free
+
+    return torch.cuda.synchronize
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_common import machine_info, write_csv  # bench/ is on sys.path when run as a script
+from bench_common import device_sync, machine_info, write_csv  # bench/ is on sys.path when run as a script
 from torch import nn
 
 from coirl_ros.configs import LearnerConfig
@@ -322,8 +322,7 @@ def measure(
     cands: list[Candidate], threads: int, repeats: int, warmup: int, block_s: float, log, device: str = "cpu"
 ) -> None:
     torch.set_num_threads(threads)
-    # CUDA kernels run asynchronously: without a sync a block would time their launch only.
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = device_sync(device)
     for c in cands:  # warm-up, also sizes each candidate's timed block to ~block_s
         c.run(warmup)  # the first updates on a GPU also pay kernel selection and caching
         sync()

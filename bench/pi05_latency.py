@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_common import machine_info, write_csv  # noqa: E402
+from bench_common import device_sync, machine_info, write_csv  # noqa: E402
 
 from coirl_ros.configs import RobotConfig, load_config  # noqa: E402
 from coirl_ros.constants import ACTION, OBS_STATE, image_key  # noqa: E402
@@ -102,7 +102,7 @@ def time_calls(fns: dict[str, Any], iters: int, warmup: int, device: str) -> dic
     """Seconds per call of each function, after `warmup` untimed rounds. The functions take turns
     within each round, so load from other processes hits them alike (CUDA work is finished before
     each clock read)."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = device_sync(device)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
