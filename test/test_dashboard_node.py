@@ -32,7 +32,7 @@ from std_msgs.msg import Float64MultiArray
 
 from coirl_ros.configs import RobotConfig, load_config
 from coirl_ros.data import EpisodeStore
-from coirl_ros.nodes.interfaces import COMMAND_QOS, STEP_TOPIC
+from coirl_ros.nodes.interfaces import COMMAND_QOS, RECORD_QOS, STEP_TOPIC
 from coirl_ros.paths import config_dir
 from coirl_ros.policies.local_bc_base import LocalBCBase, LocalBCConfig, Normalisation, build_network
 
@@ -81,7 +81,7 @@ class SimGraph:
         common = {"robot_config": robot_config_file(root, []), "policy_config": root / "policy.yaml"}
         self.probe = RosProbe(env, name="_dashboard_test_probe")  # hidden: not a row on the page
         self.probe.subscribe(Float64MultiArray, ARM_TOPIC, COMMAND_QOS)
-        self.probe.subscribe(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
+        self.probe.subscribe(Float64MultiArray, STEP_TOPIC, RECORD_QOS)
         recorder = {**common, "store": self.store, "source": "policy", "task": "lift"}
         dashboard = {"port": 0, "store": self.store, "update_period_s": 0.5, "node_timeout_s": 3.0,
                      "expected_nodes": "sim_node,joint_node,policy_node,recorder_node"}  # fmt: skip

@@ -37,6 +37,7 @@ from coirl_ros.nodes.interfaces import (
     LATCHED_QOS,
     POLICY_DIAGNOSTICS_TOPIC,
     POLICY_HOLD_SERVICE,
+    RECORD_QOS,
     STEP_TOPIC,
     WEIGHTS_STATUS_TOPIC,
     WEIGHTS_TOPIC,
@@ -88,7 +89,7 @@ class Graph:
         node = self.probe.node
         self.pub_episode = node.create_publisher(String, EPISODE_TOPIC, COMMAND_QOS)
         self.pub_weights = node.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED_QOS)
-        self.probe.subscribe(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
+        self.probe.subscribe(Float64MultiArray, STEP_TOPIC, RECORD_QOS)
         self.probe.subscribe(Float64MultiArray, ROBOT.command.topic, COMMAND_QOS)
         self.probe.subscribe(Float64MultiArray, ROBOT.command.gripper_topic, COMMAND_QOS)
         self.probe.subscribe(String, WEIGHTS_STATUS_TOPIC, COMMAND_QOS)

@@ -32,3 +32,9 @@ class RecorderConfig(ConfigModel):
     # robot), n = the sim task's object state; None = an existing store's, else the size of the
     # sim's (latched) message, else 0 when nothing publishes one (see recorder_node).
     env_state_dim: Annotated[int, Field(ge=0)] | None = None
+    # With env_state_dim None and no store yet, "nobody publishes the object state" is concluded only
+    # this long (wall time) after the recorder started: ROS's graph (count_publishers) learns of other
+    # nodes through a topic of its own, which can lag the data. CI once saw a first start, with the
+    # sim's camera frames already arriving, find no publisher and create a store without object state,
+    # for good. On a robot only a start within this long of launch waits (up to 10 s) for it.
+    env_state_discovery_s: Annotated[float, Field(ge=0)] = 5.0

@@ -25,12 +25,12 @@ from typing import Any
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from coirl_ros.configs.task import TaskConfig
 from coirl_ros.nodes.interfaces import (
+    RECORD_QOS,
     RECORDER_START_SERVICE,
     RECORDER_STOP_SERVICE,
     SIM_PAUSE_SERVICE,
@@ -46,8 +46,6 @@ from coirl_ros.recording.progress import EpisodeTally
 # (a controller on the sim's clock stops with it; one on wall time never does: SETTLE_MAX_S).
 SETTLE_S = 0.3
 SETTLE_MAX_S = 1.0
-# Ticks are counted, so none may be dropped (the recorder subscribes the same way).
-TICK_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
 class DriverError(RuntimeError):
@@ -70,7 +68,9 @@ class EpisodeDriver(Node):
         group = ReentrantCallbackGroup()
         self._ticks = 0
         self._tick_cond = threading.Condition()
-        self.create_subscription(Float64MultiArray, STEP_TOPIC, self._on_step, TICK_QOS, callback_group=group)
+        self.create_subscription(
+            Float64MultiArray, STEP_TOPIC, self._on_step, RECORD_QOS, callback_group=group
+        )
         self.clients_ = {
             name: self.create_client(srv, name, callback_group=group)
             for name, srv in (

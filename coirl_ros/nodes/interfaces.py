@@ -91,8 +91,14 @@ SENSOR_QOS = qos_profile_sensor_data
 JOINT_INPUT_QOS = QoSProfile(
     depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST
 )
-# Commands and per-tick records: reliable, shallow (a dropped tick record is a hole in an episode).
+# Commands: reliable, shallow; only the newest command matters to the arm.
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Per-tick records (/coirl/step) and what the recorder pairs them with: reliable and deep on both
+# ends. A dropped record is a hole in an episode, and KEEP_LAST overwrites the oldest sample a reader
+# has not taken yet: at depth 10 a subscriber descheduled for a second at 10 Hz (a busy 2-core CI
+# machine did exactly that) lost two ticks. 100 buys 5 s at 20 Hz. Not KEEP_ALL: a full KEEP_ALL
+# writer blocks, and the control loop must never wait on a slow recorder.
+RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Robot state (/joint_states, /coirl/state, /coirl/environment_state): reliable publishers, like
 # ros2_control's joint_state_broadcaster, so both reliable and best-effort subscribers match; a
 # subscriber that must not stall on a slow link subscribes with SENSOR_QOS.

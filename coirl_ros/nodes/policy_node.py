@@ -58,6 +58,7 @@ from coirl_ros.nodes.interfaces import (
     LATCHED_QOS,
     POLICY_DIAGNOSTICS_TOPIC,
     POLICY_HOLD_SERVICE,
+    RECORD_QOS,
     SENSOR_QOS,
     STATE_QOS,
     STATE_TOPIC,
@@ -120,7 +121,7 @@ class PolicyNode(Node):
         msg_type = Float64MultiArray if cmd.interface == "forward_position" else JointTrajectory
         self.pub_arm = self.create_publisher(msg_type, cmd.topic, COMMAND_QOS)
         self.pub_gripper = self.create_publisher(msg_type, cmd.gripper_topic, COMMAND_QOS)
-        self.pub_step = self.create_publisher(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
+        self.pub_step = self.create_publisher(Float64MultiArray, STEP_TOPIC, RECORD_QOS)
         self.pub_status = self.create_publisher(String, WEIGHTS_STATUS_TOPIC, COMMAND_QOS)
         self.pub_diag = self.create_publisher(String, POLICY_DIAGNOSTICS_TOPIC, COMMAND_QOS)
 

@@ -15,7 +15,7 @@ The store (parameter `store`) is created on the first start, with the spec from 
 (state, cameras at their configured size; other sizes are resized), the policy's action space and
 the environment state size: `env_state_dim` if set (0 on a robot), else an existing store's, else
 the size of what arrived on /coirl/environment_state (sim_node latches it, so a paused sim still
-tells), else 0 when nothing publishes there (concluded no sooner than ENV_STATE_DISCOVERY_S after
+tells), else 0 when nothing publishes there (concluded no sooner than `env_state_discovery_s` after
 the recorder started). A publisher that has sent nothing within
 ENV_STATE_WAIT_S makes the start fail (a store with the wrong spec would be worse), and so does a
 camera that has sent no frame within `camera_wait_s` (its episode would lose steps). The recorder is
@@ -58,6 +58,7 @@ from coirl_ros.nodes.interfaces import (
     ENV_STATE_TOPIC,
     EPISODE_TOPIC,
     LATCHED_QOS,
+    RECORD_QOS,
     RECORDER_DISCARD_SERVICE,
     RECORDER_START_SERVICE,
     RECORDER_STOP_SERVICE,
@@ -74,12 +75,6 @@ from coirl_ros.recording.frame_assembler import FrameAssembler, Skip
 # A sim publishes its object state latched: this long is for discovery and a busy machine, not for
 # the sim to step (a paused sim's latched message arrives as soon as the recorder is matched).
 ENV_STATE_WAIT_S = 10.0
-# "Nobody publishes the object state" is concluded only this long after the recorder started. ROS's
-# graph (count_publishers) learns of other nodes through a topic of its own, which can lag the data:
-# CI once saw a first start, with the sim's camera frames already arriving, find no publisher and
-# create a store without object state, for good. On a robot only a start within this long of launch
-# waits for it.
-ENV_STATE_DISCOVERY_S = 5.0
 # A stop settles once no step has arrived for this long since it began (or one sent after it has): see
 # _settle. Every stop of a quiet stream costs this much.
 STOP_QUIET_S = 0.25
@@ -114,9 +109,8 @@ RECORDER_FIELDS = (
     "max_image_lag_s",
     "camera_wait_s",
     "env_state_dim",
+    "env_state_discovery_s",
 )
-# Deep reliable queues: a burst of ticks must not lose a record while a frame is being written.
-RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Camera frames: best effort, to match every camera driver, but deep. A controller wants only the
 # newest frame; the recorder wants every frame a step may be paired with. At SENSOR_QOS's depth 5 a
 # recorder held up for a quarter of a second (opening an episode, a busy machine, a lockstep sim
@@ -327,10 +321,10 @@ class RecorderNode(Node):
 
     def _env_state_undecided(self) -> bool:
         """Whether a new store's environment state size depends on a message still to come (from a
-        publisher the graph shows, or one it may not show yet: ENV_STATE_DISCOVERY_S)."""
+        publisher the graph shows, or one it may not show yet: env_state_discovery_s)."""
         if self.cfg.env_state_dim is not None or self.env_state_dim is not None:
             return False
-        discovering = time.monotonic() - self._started < ENV_STATE_DISCOVERY_S
+        discovering = time.monotonic() - self._started < self.cfg.env_state_discovery_s
         return discovering or bool(self.count_publishers(ENV_STATE_TOPIC))
 
     def _store_env_state_dim(self, existing: EpisodeSpec | None) -> int:

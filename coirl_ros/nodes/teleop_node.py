@@ -45,6 +45,7 @@ from coirl_ros.nodes.control_messages import command_messages, parse_json, state
 from coirl_ros.nodes.interfaces import (
     COMMAND_QOS,
     EPISODE_TOPIC,
+    RECORD_QOS,
     SENSOR_QOS,
     SIM_STATE_TOPIC,
     STATE_QOS,
@@ -127,7 +128,7 @@ class TeleopNode(Node):
         msg_type = Float64MultiArray if cmd.interface == "forward_position" else JointTrajectory
         self.pub_arm = self.create_publisher(msg_type, cmd.topic, COMMAND_QOS)
         self.pub_gripper = self.create_publisher(msg_type, cmd.gripper_topic, COMMAND_QOS)
-        self.pub_step = self.create_publisher(Float64MultiArray, STEP_TOPIC, COMMAND_QOS)
+        self.pub_step = self.create_publisher(Float64MultiArray, STEP_TOPIC, RECORD_QOS)
         self.pub_action = self.create_publisher(Float64MultiArray, TELEOP_TOPIC, COMMAND_QOS)
         self.create_subscription(JointState, STATE_TOPIC, self._on_state, STATE_QOS, callback_group=inputs)
         self.create_subscription(String, EPISODE_TOPIC, self._on_episode, COMMAND_QOS, callback_group=inputs)
